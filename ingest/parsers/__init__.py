@@ -1,0 +1,1 @@
+"""Pure, synchronous export parsers: bytes in, ParsedPost out. No network, no database."""

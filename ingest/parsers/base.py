@@ -1,0 +1,53 @@
+"""The record every parser yields, and the counters it fills in."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class ParsedPost:
+    """One image-bearing item of one source message.
+
+    ``source_id`` is unique within ``source`` and stable across re-runs: the message id plus the
+    item's position in the message (``"<message id>:<n>"``), so two attachments give two posts.
+    Exactly one of ``url`` / ``local_ref`` is normally set: ``url`` for bytes to download,
+    ``local_ref`` for bytes inside the export itself (a '/'-separated path relative to the export
+    root, as the export names it: never used as a filesystem path without resolving it safely).
+    """
+
+    source: str  # "hangouts" | "gchat" | "discord" | "folder"
+    source_id: str
+    conversation_id: str | None
+    conversation_name: str | None
+    author_ref: str | None  # gaia_id / email / Discord user id / CSV sender
+    author_name: str | None  # the source's display name for the author
+    posted_at: datetime | None  # timezone-aware, UTC
+    url: str | None = None
+    local_ref: str | None = None
+    # PHOTO / ANIMATED_PHOTO (Hangouts), LINK, attachment, embed, sticker, file
+    media_hint: str | None = None
+    # True when the item is only an image if its bytes say so (a LINK segment, an embed):
+    # not being an image is then no failure, just not a post.
+    must_sniff: bool = False
+    labels: tuple[str, ...] = ()
+    reaction_count: int | None = None  # the chat's own "likes", where the source has them
+    fallback_urls: tuple[str, ...] = ()
+
+
+@dataclass
+class ParseStats:
+    """Counters a parser fills in while it runs; the pipeline reports them."""
+
+    messages: int = 0
+    image_items: int = 0
+    skipped: Counter = field(default_factory=Counter)  # reason -> count (video, sticker, voicemail…)
+    bad_records: int = 0
+    bad_examples: list[str] = field(default_factory=list)  # first few one-line descriptions
+
+    def bad(self, description: str) -> None:
+        self.bad_records += 1
+        if len(self.bad_examples) < 5:
+            self.bad_examples.append(description)

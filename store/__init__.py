@@ -1,0 +1,1 @@
+"""SQLite store: schema, migrations, async queries, and the content-addressed image files."""

@@ -1,0 +1,64 @@
+"""People and their per-source aliases."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import aiosqlite
+
+from store.db import Database, utcnow
+from store.rows import Person
+
+
+async def _ensure_person(conn: aiosqlite.Connection, name: str) -> int:
+    await conn.execute(
+        "INSERT INTO people (name, created_at) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
+        (name, utcnow()),
+    )
+    async with conn.execute("SELECT id FROM people WHERE name = ?", (name,)) as cur:
+        row = await cur.fetchone()
+    return int(row[0])
+
+
+async def resolve_person(
+    conn: aiosqlite.Connection,
+    source: str,
+    source_ref: str,
+    display_name: str | None,
+    overrides: Mapping[str, str],
+) -> int:
+    """Person id for an alias, creating it. Must run inside a transaction.
+
+    The configured ``[people]`` name wins; otherwise the source's display name, then the id itself.
+    An alias already mapped keeps its person unless the config now names someone else.
+    """
+    wanted = overrides.get(source_ref)
+    async with conn.execute(
+        "SELECT person_id FROM person_aliases WHERE source = ? AND source_ref = ?",
+        (source, source_ref),
+    ) as cur:
+        row = await cur.fetchone()
+    if row is not None and wanted is None:
+        return int(row[0])
+    person_id = await _ensure_person(conn, wanted or display_name or source_ref)
+    await conn.execute(
+        "INSERT INTO person_aliases (source, source_ref, person_id, display_name)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT(source, source_ref) DO UPDATE SET"
+        " person_id = excluded.person_id, display_name = excluded.display_name",
+        (source, source_ref, person_id, display_name),
+    )
+    return person_id
+
+
+async def list_people(db: Database) -> list[Person]:
+    rows = await db.fetchall("SELECT id, name FROM people ORDER BY name")
+    return [Person(id=r["id"], name=r["name"]) for r in rows]
+
+
+async def get_person_by_alias(db: Database, source: str, source_ref: str) -> Person | None:
+    row = await db.fetchone(
+        "SELECT p.id, p.name FROM people p JOIN person_aliases a ON a.person_id = p.id"
+        " WHERE a.source = ? AND a.source_ref = ?",
+        (source, source_ref),
+    )
+    return Person(id=row["id"], name=row["name"]) if row else None

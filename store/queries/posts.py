@@ -1,0 +1,183 @@
+"""Posts: recording what sources said, and each post's download outcome."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from store.db import Database, utcnow
+from store.queries._convert import post_from_row, to_iso
+from store.queries.labels import ensure_label_ids
+from store.queries.people import resolve_person
+from store.rows import NewPost, Post
+
+_POST_COLUMNS = (
+    "p.id, p.source, p.source_id, p.conversation_id, p.conversation_name, p.author_id,"
+    " pe.name AS author_name, p.posted_at, p.url, p.fallback_urls, p.local_ref, p.media_hint, p.must_sniff,"
+    " p.image_id, p.status, p.failure_reason, p.failure_detail, p.attempts, p.reaction_count"
+)
+
+
+@dataclass(frozen=True)
+class InsertResult:
+    inserted: int
+    already_known: int
+
+
+async def insert_posts(
+    db: Database, posts: Sequence[NewPost], people: Mapping[str, str]
+) -> InsertResult:
+    """Record posts in one transaction; a post already known (source, source_id) is left as is,
+    except that its reaction count is refreshed (a newer export may have more reactions)."""
+    inserted = known = 0
+    now = utcnow()
+    async with db.transaction() as conn:
+        for post in posts:
+            async with conn.execute(
+                "SELECT id, reaction_count FROM posts WHERE source = ? AND source_id = ?",
+                (post.source, post.source_id),
+            ) as cur:
+                row = await cur.fetchone()
+            if row is not None:
+                known += 1
+                if post.reaction_count is not None and row[1] != post.reaction_count:
+                    await conn.execute(
+                        "UPDATE posts SET reaction_count = ?, updated_at = ? WHERE id = ?",
+                        (post.reaction_count, now, row[0]),
+                    )
+                continue
+            author_id = None
+            if post.author_ref is not None:
+                author_id = await resolve_person(
+                    conn, post.author_source or post.source, post.author_ref, post.author_name, people
+                )
+            cur = await conn.execute(
+                "INSERT INTO posts (source, source_id, conversation_id, conversation_name,"
+                " author_id, posted_at, url, fallback_urls, local_ref, media_hint, must_sniff,"
+                " reaction_count, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    post.source,
+                    post.source_id,
+                    post.conversation_id,
+                    post.conversation_name,
+                    author_id,
+                    to_iso(post.posted_at),
+                    post.url,
+                    json.dumps(list(post.fallback_urls)) if post.fallback_urls else None,
+                    post.local_ref,
+                    post.media_hint,
+                    int(post.must_sniff),
+                    post.reaction_count,
+                    now,
+                    now,
+                ),
+            )
+            post_id = cur.lastrowid
+            inserted += 1
+            if post.labels:
+                await ensure_label_ids(conn, post.labels)
+                await conn.executemany(
+                    "INSERT OR IGNORE INTO post_labels (post_id, label) VALUES (?, ?)",
+                    [(post_id, label) for label in post.labels],
+                )
+    return InsertResult(inserted=inserted, already_known=known)
+
+
+async def list_posts_to_fetch(
+    db: Database, source: str | None = None, *, retry_failed: bool = False
+) -> list[Post]:
+    """Posts whose image still has to be fetched: pending ones, plus failed ones on a retry."""
+    statuses = ("pending", "failed") if retry_failed else ("pending",)
+    where = f"p.status IN ({','.join('?' * len(statuses))})"
+    params: list = list(statuses)
+    if source is not None:
+        where += " AND p.source = ?"
+        params.append(source)
+    rows = await db.fetchall(
+        f"SELECT {_POST_COLUMNS} FROM posts p LEFT JOIN people pe ON pe.id = p.author_id"
+        f" WHERE {where} ORDER BY p.id",
+        tuple(params),
+    )
+    return [post_from_row(r) for r in rows]
+
+
+async def list_posts(db: Database, source: str | None = None) -> list[Post]:
+    params: tuple = ()
+    where = ""
+    if source is not None:
+        where, params = " WHERE p.source = ?", (source,)
+    rows = await db.fetchall(
+        f"SELECT {_POST_COLUMNS} FROM posts p LEFT JOIN people pe ON pe.id = p.author_id"
+        f"{where} ORDER BY p.id",
+        params,
+    )
+    return [post_from_row(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """What the ingest learnt about a fetched image; the file is already in place."""
+
+    sha256: str
+    phash: str | None
+    width: int
+    height: int
+    format: str
+    ext: str
+    bytes: int
+
+
+async def record_stored(db: Database, post_id: int, image: StoredImage) -> tuple[int, bool]:
+    """Link a post to its (possibly already known) image and apply the post's own labels.
+
+    Returns (image id, whether the image is new to the store).
+    """
+    now = utcnow()
+    async with db.transaction() as conn:
+        async with conn.execute("SELECT id FROM images WHERE sha256 = ?", (image.sha256,)) as cur:
+            row = await cur.fetchone()
+        is_new = row is None
+        if is_new:
+            cur = await conn.execute(
+                "INSERT INTO images (sha256, phash, width, height, format, ext, bytes, created_at)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    image.sha256,
+                    image.phash,
+                    image.width,
+                    image.height,
+                    image.format,
+                    image.ext,
+                    image.bytes,
+                    now,
+                ),
+            )
+            image_id = cur.lastrowid
+        else:
+            image_id = row[0]
+        await conn.execute(
+            "UPDATE posts SET status = 'stored', image_id = ?, failure_reason = NULL,"
+            " failure_detail = NULL, attempts = attempts + 1, updated_at = ? WHERE id = ?",
+            (image_id, now, post_id),
+        )
+        await conn.execute(
+            "INSERT OR IGNORE INTO label_votes (image_id, label_id, voter, vote, origin, created_at)"
+            " SELECT ?, l.id, 'ingest:' || p.source, 1, 'ingest', ?"
+            " FROM post_labels pl JOIN labels l ON l.name = pl.label"
+            " JOIN posts p ON p.id = pl.post_id WHERE pl.post_id = ?",
+            (image_id, now, post_id),
+        )
+    return image_id, is_new
+
+
+async def record_failure(
+    db: Database, post_id: int, reason: str, detail: str, *, not_image: bool = False
+) -> None:
+    """Remember why a post's image could not be stored (``not_image``: a link that was no image)."""
+    async with db.transaction() as conn:
+        await conn.execute(
+            "UPDATE posts SET status = ?, failure_reason = ?, failure_detail = ?,"
+            " attempts = attempts + 1, updated_at = ? WHERE id = ?",
+            ("not_image" if not_image else "failed", reason, detail[:500], utcnow(), post_id),
+        )

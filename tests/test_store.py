@@ -1,0 +1,164 @@
+"""The store: migrations, posts, images, votes, models, export rows."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+
+import pytest
+
+from store.db import SCHEMA_VERSION, open_database
+from store.errors import StoreError
+from store.files import ImageFiles
+from store.queries import images, labels, models, people, posts, reports
+from store.rows import NewPost
+
+
+def _post(source_id: str, author="g1", name="Alpha", labels_=(), when=None) -> NewPost:
+    return NewPost(
+        source="folder",
+        source_id=source_id,
+        conversation_id="c1",
+        conversation_name="Chat",
+        author_source="folder",
+        author_ref=author,
+        author_name=name,
+        posted_at=when or datetime(2020, 1, 1, tzinfo=UTC),
+        url=None,
+        local_ref=f"{source_id}.png",
+        labels=tuple(labels_),
+    )
+
+
+def _img(sha: str) -> posts.StoredImage:
+    return posts.StoredImage(sha, "ffff0000ffff0000", 10, 20, "PNG", "png", 123)
+
+
+async def test_migrations_set_user_version_and_wal(db):
+    assert await db.schema_version() == SCHEMA_VERSION >= 1
+    row = await db.fetchone("PRAGMA journal_mode")
+    assert row[0] == "wal"
+    row = await db.fetchone("PRAGMA foreign_keys")
+    assert row[0] == 1
+
+
+async def test_reopen_is_idempotent(tmp_path):
+    path = tmp_path / "m.db"
+    async with open_database(path) as db:
+        await posts.insert_posts(db, [_post("a")], {})
+    async with open_database(path) as db:
+        assert await db.schema_version() == SCHEMA_VERSION
+        assert len(await posts.list_posts(db)) == 1
+
+
+async def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "m.db"
+    con = sqlite3.connect(path)
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
+    con.close()
+    with pytest.raises(StoreError, match="newer than this memetag"):
+        async with open_database(path):
+            pass
+
+
+async def test_not_a_database_is_a_clear_error(tmp_path):
+    path = tmp_path / "m.db"
+    path.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(StoreError, match="m.db"):
+        async with open_database(path):
+            pass
+
+
+async def test_insert_posts_is_idempotent_and_resolves_people(db):
+    result = await posts.insert_posts(db, [_post("a"), _post("b", "g2", "Beta")], {"g2": "Bee"})
+    assert (result.inserted, result.already_known) == (2, 0)
+    again = await posts.insert_posts(db, [_post("a"), _post("b", "g2", "Beta")], {"g2": "Bee"})
+    assert (again.inserted, again.already_known) == (0, 2)
+    names = [p.name for p in await people.list_people(db)]
+    assert names == ["Alpha", "Bee"]
+    fetched = await posts.list_posts_to_fetch(db, "folder")
+    assert [p.source_id for p in fetched] == ["a", "b"]
+    assert fetched[1].author_name == "Bee"
+
+
+async def test_record_stored_dedupes_and_applies_labels(db):
+    await posts.insert_posts(db, [_post("a", labels_=["meme"]), _post("b", labels_=["news"])], {})
+    pa, pb = await posts.list_posts_to_fetch(db)
+    sha = "ab" * 32
+    image_id, new = await posts.record_stored(db, pa.id, _img(sha))
+    assert new
+    image_id2, new2 = await posts.record_stored(db, pb.id, _img(sha))
+    assert (image_id2, new2) == (image_id, False)
+    votes = await labels.list_votes_for_image(db, image_id)
+    assert sorted(v.label for v in votes) == ["meme", "news"]
+    assert await posts.list_posts_to_fetch(db) == []
+    img = await images.get_image_by_sha256(db, sha)
+    assert img.relpath == f"images/ab/{sha}.png"
+
+
+async def test_failures_and_retry_selection(db):
+    await posts.insert_posts(db, [_post("a"), _post("b")], {})
+    pa, pb = await posts.list_posts_to_fetch(db)
+    await posts.record_failure(db, pa.id, "http_404", "gone")
+    await posts.record_failure(db, pb.id, "not_image", "text/html", not_image=True)
+    assert await posts.list_posts_to_fetch(db) == []
+    retry = await posts.list_posts_to_fetch(db, retry_failed=True)
+    assert [p.id for p in retry] == [pa.id]
+    stats = await reports.get_stats(db)
+    assert stats.failures_by_reason == {"http_404": 1}
+    assert stats.not_images == 1
+
+
+async def test_votes_net_and_labelled_view(db):
+    await posts.insert_posts(
+        db,
+        [
+            _post("a", when=datetime(2021, 1, 2, tzinfo=UTC)),
+            _post("b", "g2", "Beta", when=datetime(2021, 1, 1, tzinfo=UTC)),
+        ],
+        {},
+    )
+    pa, pb = await posts.list_posts_to_fetch(db)
+    image_id, _ = await posts.record_stored(db, pa.id, _img("cd" * 32))
+    await posts.record_stored(db, pb.id, _img("cd" * 32))
+    await labels.add_vote(db, image_id, "meme", "u1", 1, "reaction")
+    await labels.add_vote(db, image_id, "meme", "u2", 1, "reaction")
+    await labels.add_vote(db, image_id, "news", "u1", 1, "reaction")
+    await labels.add_vote(db, image_id, "news", "u1", -1, "reaction")  # changed their mind
+    (item,) = await images.list_labelled_images(db)
+    assert item.sender == "Beta"  # the earliest post wins
+    assert item.net_votes == {"meme": 2, "news": -1}
+    rows = [r async for r in reports.iter_export_rows(db)]
+    assert len(rows) == 2 and rows[0].labels == ("meme",) and rows[0].sender == "Beta"
+
+
+async def test_models_current_flag_and_rollback(db):
+    await models.insert_model(db, "v1", "models/v1.pt", {"f1": 0.5}, make_current=True)
+    await models.insert_model(db, "v2", "models/v2.pt", {"f1": 0.6}, make_current=True)
+    assert (await models.get_current_model(db)).version == "v2"
+    await models.set_current_model(db, "v1")
+    assert (await models.get_current_model(db)).version == "v1"
+    assert [m.is_current for m in await models.list_models(db)] == [True, False]
+    with pytest.raises(StoreError, match="no model version"):
+        await models.set_current_model(db, "nope")
+
+
+async def test_transaction_rolls_back_on_error(db):
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as conn:
+            await conn.execute("INSERT INTO people (name, created_at) VALUES ('X', 'now')")
+            raise RuntimeError("boom")
+    assert await people.list_people(db) == []
+
+
+def test_image_files_atomic_write_and_sweep(tmp_path):
+    files = ImageFiles(tmp_path / "images")
+    keep, orphan = "aa" * 32, "bb" * 32
+    p = files.write(keep, "png", b"x" * 10)
+    assert p == tmp_path / "images" / "aa" / f"{keep}.png" and p.read_bytes() == b"x" * 10
+    files.write(orphan, "jpg", b"y")
+    leftover = tmp_path / "images" / "aa" / ".tmp-123.part"
+    leftover.write_bytes(b"half")
+    assert files.sweep_orphans({keep}) == 2
+    assert p.exists() and not leftover.exists()
+    assert not files.path_for(orphan, "jpg").exists()

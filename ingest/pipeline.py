@@ -1,0 +1,316 @@
+"""The ingest pipeline: parser output → posts in the store → image bytes fetched, checked, stored.
+
+Two phases, both resumable. *Record*: parsed posts are written in batches (one transaction per
+batch); a post already known is left alone, so re-running adds nothing. *Fetch*: every post of
+this run still pending (and, with ``retry_failed``, every failed one) has its bytes fetched —
+from the export itself (``local_ref``) or by URL — validated by decoding under the bomb limit,
+written content-addressed, and only then linked in the store. Killing the process at any point
+leaves pending posts pending and at worst an orphan file, which the next run sweeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from ingest.errors import DownloadError, ImageRejected, IngestError
+from ingest.images import inspect_image
+from ingest.parsers.base import ParsedPost, ParseStats
+from store.db import Database
+from store.files import ImageFiles
+from store.queries.images import list_image_hashes
+from store.queries.posts import (
+    StoredImage,
+    insert_posts,
+    list_posts_to_fetch,
+    record_failure,
+    record_stored,
+)
+from store.rows import NewPost, Post
+
+log = logging.getLogger(__name__)
+
+# on_progress(phase, done, total, failures): phase is "parse" or "download".
+ProgressFn = Callable[[str, int, int | None, int], None]
+
+
+class LocalReader(Protocol):
+    """What the fetch phase needs from an export to read bytes stored inside it."""
+
+    def read_bytes(self, member: str, max_bytes: int) -> bytes: ...
+
+    def exists(self, member: str) -> bool: ...
+
+
+class Fetcher(Protocol):
+    async def fetch(
+        self, url: str, *, must_be_image: bool = False, fallback_urls: Iterable[str] = ()
+    ) -> bytes: ...
+
+
+@dataclass
+class IngestSummary:
+    """What one ingest run did; the CLI prints it."""
+
+    source: str
+    messages: int = 0
+    image_items: int = 0
+    new_posts: int = 0
+    known_posts: int = 0
+    stored: int = 0
+    new_images: int = 0
+    duplicates: int = 0
+    not_images: int = 0
+    failures: Counter = field(default_factory=Counter)
+    retried: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    bad_records: int = 0
+    bad_examples: list[str] = field(default_factory=list)
+    orphans_swept: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "messages_read": self.messages,
+            "image_items": self.image_items,
+            "new_posts": self.new_posts,
+            "already_known_posts": self.known_posts,
+            "stored": self.stored,
+            "new_images": self.new_images,
+            "duplicates_by_hash": self.duplicates,
+            "links_not_images": self.not_images,
+            "failures_by_reason": dict(sorted(self.failures.items())),
+            "retried": self.retried,
+            "skipped": dict(sorted(self.skipped.items())),
+            "bad_records": self.bad_records,
+            "bad_examples": self.bad_examples,
+            "orphan_files_swept": self.orphans_swept,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+@contextmanager
+def ingest_lock(data_dir: Path) -> Iterator[None]:
+    """One ingest at a time per data dir: the orphan sweep must not race another writer."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / ".ingest.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise IngestError(f"{data_dir}: another ingest is running on this data dir") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _to_new_post(p: ParsedPost) -> NewPost:
+    return NewPost(
+        source=p.source,
+        source_id=p.source_id,
+        conversation_id=p.conversation_id,
+        conversation_name=p.conversation_name,
+        author_source=p.source,
+        author_ref=p.author_ref,
+        author_name=p.author_name,
+        posted_at=p.posted_at,
+        url=p.url,
+        local_ref=p.local_ref,
+        media_hint=p.media_hint,
+        must_sniff=p.must_sniff,
+        reaction_count=p.reaction_count,
+        labels=p.labels,
+        fallback_urls=p.fallback_urls,
+    )
+
+
+async def record_posts(
+    db: Database,
+    parsed: Iterable[ParsedPost],
+    stats: ParseStats,
+    summary: IngestSummary,
+    *,
+    people: Mapping[str, str],
+    batch_size: int = 500,
+    on_progress: ProgressFn | None = None,
+) -> set[str]:
+    """Phase 1: write parsed posts in batches. Returns the source ids seen in this run."""
+    seen: set[str] = set()
+    batch: list[NewPost] = []
+
+    async def flush() -> None:
+        if not batch:
+            return
+        result = await insert_posts(db, batch, people)
+        summary.new_posts += result.inserted
+        summary.known_posts += result.already_known
+        batch.clear()
+
+    for post in parsed:
+        if post.source_id in seen:
+            continue  # the same item listed twice in one export: one post
+        seen.add(post.source_id)
+        batch.append(_to_new_post(post))
+        if len(batch) >= batch_size:
+            await flush()
+            if on_progress:
+                on_progress("parse", len(seen), None, stats.bad_records)
+    await flush()
+    if on_progress:
+        on_progress("parse", len(seen), len(seen), stats.bad_records)
+    summary.messages = stats.messages
+    summary.image_items = len(seen)
+    summary.skipped.update(stats.skipped)
+    summary.bad_records = stats.bad_records
+    summary.bad_examples = list(stats.bad_examples)
+    return seen
+
+
+async def _bytes_for(
+    post: Post,
+    reader: LocalReader | None,
+    reader_lock: asyncio.Lock,
+    fetcher: Fetcher | None,
+    max_bytes: int,
+) -> bytes:
+    if post.local_ref is not None:
+        # Archive readers (tar in particular) are not safe to use from two threads at once.
+        async with reader_lock:
+            if reader is None or not reader.exists(post.local_ref):
+                raise DownloadError(post.local_ref, "missing_file", "not found in the export")
+            return await asyncio.to_thread(reader.read_bytes, post.local_ref, max_bytes)
+    if post.url is None:
+        raise DownloadError(post.source_id, "bad_url", "the post has neither a URL nor a file")
+    if fetcher is None:
+        raise DownloadError(post.url, "offline", "no downloader available")
+    return await fetcher.fetch(
+        post.url, must_be_image=post.must_sniff, fallback_urls=post.fallback_urls
+    )
+
+
+async def fetch_images(
+    db: Database,
+    files: ImageFiles,
+    summary: IngestSummary,
+    *,
+    source: str,
+    only: set[str] | None,
+    reader: LocalReader | None,
+    fetcher: Fetcher | None,
+    retry_failed: bool,
+    max_bytes: int,
+    max_pixels: int,
+    concurrency: int = 8,
+    on_progress: ProgressFn | None = None,
+) -> None:
+    """Phase 2: fetch, validate and store every pending post (of this run, when ``only`` is set)."""
+    todo = [
+        p
+        for p in await list_posts_to_fetch(db, source, retry_failed=retry_failed)
+        if only is None or p.source_id in only
+    ]
+    summary.retried = sum(1 for p in todo if p.status == "failed")
+    total = len(todo)
+    done = 0
+    failures = 0
+    sem = asyncio.Semaphore(concurrency)
+    reader_lock = asyncio.Lock()
+
+    async def one(post: Post) -> None:
+        nonlocal done, failures
+        async with sem:
+            try:
+                data = await _bytes_for(post, reader, reader_lock, fetcher, max_bytes)
+                info = await asyncio.to_thread(inspect_image, data, max_pixels=max_pixels)
+                await asyncio.to_thread(files.write, info.sha256, info.ext, data)
+                _, is_new = await record_stored(
+                    db,
+                    post.id,
+                    StoredImage(
+                        info.sha256,
+                        info.phash,
+                        info.width,
+                        info.height,
+                        info.format,
+                        info.ext,
+                        info.bytes,
+                    ),
+                )
+                summary.stored += 1
+                if is_new:
+                    summary.new_images += 1
+                else:
+                    summary.duplicates += 1
+            except (DownloadError, ImageRejected) as exc:
+                reason, detail = exc.reason, exc.detail or str(exc)
+                # A link or embed is only a post if it is an image: anything else is no failure.
+                if post.must_sniff and reason in ("not_image", "empty"):
+                    await record_failure(db, post.id, reason, detail, not_image=True)
+                    summary.not_images += 1
+                else:
+                    await record_failure(db, post.id, reason, detail)
+                    summary.failures[reason] += 1
+                    failures += 1
+            done += 1
+            if on_progress:
+                on_progress("download", done, total, failures)
+
+    if on_progress:
+        on_progress("download", 0, total, 0)
+    async with asyncio.TaskGroup() as tg:
+        for post in todo:
+            tg.create_task(one(post))
+
+
+async def run_ingest(
+    db: Database,
+    files: ImageFiles,
+    parsed: Iterable[ParsedPost],
+    stats: ParseStats,
+    *,
+    source: str,
+    people: Mapping[str, str],
+    reader: LocalReader | None = None,
+    fetcher: Fetcher | None = None,
+    retry_failed: bool = False,
+    max_bytes: int = 25 * 1024 * 1024,
+    max_pixels: int = 80_000_000,
+    concurrency: int = 8,
+    batch_size: int = 500,
+    on_progress: ProgressFn | None = None,
+) -> IngestSummary:
+    """Record then fetch. The caller holds ``ingest_lock`` for the data dir."""
+    started = time.monotonic()
+    summary = IngestSummary(source=source)
+    summary.orphans_swept = await asyncio.to_thread(
+        files.sweep_orphans, await list_image_hashes(db)
+    )
+    seen = await record_posts(
+        db, parsed, stats, summary, people=people, batch_size=batch_size, on_progress=on_progress
+    )
+    await fetch_images(
+        db,
+        files,
+        summary,
+        source=source,
+        only=seen,
+        reader=reader,
+        fetcher=fetcher,
+        retry_failed=retry_failed,
+        max_bytes=max_bytes,
+        max_pixels=max_pixels,
+        concurrency=concurrency,
+        on_progress=on_progress,
+    )
+    summary.seconds = time.monotonic() - started
+    return summary

@@ -1,0 +1,276 @@
+"""`memetag ingest …`: bring a chat's history into the store, one source format per sub-command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+from memetag.commands._common import UserError, run_async
+from memetag.config import AppConfig
+
+FORMATS = {
+    "hangouts": "Google Takeout Hangouts: Hangouts.json, or a whole Takeout .zip/.tgz read in place",
+    "gchat": "Google Takeout Google Chat: the 'Google Chat' folder or a Takeout .zip/.tgz",
+    "discord-export": "DiscordChatExporter JSON: one .json file, or a folder of them",
+    "folder": "Already-labelled images: an ImageFolder tree (<label>/<image>) or a CSV "
+    "(filename,sender,labels,timestamp)",
+}
+SOURCE_NAMES = {"hangouts": "hangouts", "gchat": "gchat", "discord-export": "discord", "folder": "folder"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    ingest = sub.add_parser(
+        "ingest",
+        help="bring chat history in (hangouts, gchat, discord-export, folder)",
+        description="Bring a chat's history into the store. Every ingest is idempotent and "
+        "resumable: re-running it adds nothing new, and an interrupted run finishes where it "
+        "stopped.",
+    )
+    kinds = ingest.add_subparsers(dest="format", metavar="FORMAT")
+    kinds.required = True
+    for name, help_text in FORMATS.items():
+        p = kinds.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("path", metavar="PATH", help="the export file, folder or archive")
+        p.add_argument(
+            "--retry-failed",
+            action="store_true",
+            help="re-attempt images whose download failed in an earlier run",
+        )
+        p.add_argument(
+            "--concurrency",
+            type=int,
+            metavar="N",
+            help="parallel downloads (default: [ingest] concurrency)",
+        )
+        p.add_argument(
+            "--allow-private",
+            action="store_true",
+            help="allow URLs that resolve to loopback/private addresses (off by default)",
+        )
+        p.add_argument("--json", action="store_true", help="print the summary as JSON")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        if name == "hangouts":
+            p.add_argument(
+                "--list", action="store_true", help="list conversations and exit, storing nothing"
+            )
+            p.add_argument(
+                "--conversation",
+                action="append",
+                metavar="ID|NAME",
+                help="ingest only this conversation (repeatable; default: all)",
+            )
+            p.add_argument(
+                "--include-stickers",
+                action="store_true",
+                help="keep Google's built-in stickers (skipped by default)",
+            )
+        if name == "folder":
+            p.add_argument(
+                "--csv",
+                metavar="FILE",
+                help="CSV inside PATH to read labels from (default: PATH itself if it is a CSV, "
+                "else labels come from sub-folder names)",
+            )
+        p.set_defaults(handler=handle_ingest)
+
+
+def _progress_bars(enabled: bool):
+    """on_progress callback drawing one tqdm bar per phase, and a closer."""
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def on_progress(phase: str, done: int, total: int | None, failures: int) -> None:
+        if not enabled:
+            return
+        bar = bars.get(phase)
+        if bar is None:
+            unit = "post" if phase == "parse" else "img"
+            bar = bars[phase] = tqdm(
+                desc=phase, total=total, unit=unit, file=sys.stderr, dynamic_ncols=True
+            )
+        if total is not None and bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.set_postfix(failures=failures, refresh=False)
+        bar.refresh()
+
+    def close() -> None:
+        for bar in bars.values():
+            bar.close()
+
+    return on_progress, close
+
+
+def _parsed_posts(args: argparse.Namespace, cfg: AppConfig, stack: ExitStack, stats):
+    """Open the export and return (iterator of ParsedPost, local reader)."""
+    from ingest.archive import open_export
+
+    path = Path(args.path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file or directory")
+    source = stack.enter_context(open_export(path))
+    if args.format == "hangouts":
+        from ingest.parsers import hangouts
+
+        def gen() -> Iterator:
+            members = source.find("**/Hangouts*.json")
+            if not members:
+                raise UserError(f"{path}: no Hangouts.json in it (expected a Google Takeout export)")
+            for member in members:
+                with source.open(member) as stream:
+                    yield from hangouts.iter_posts(
+                        stream,
+                        file=f"{path}:{member}" if path.is_file() and member != path.name else member,
+                        stats=stats,
+                        conversations=args.conversation,
+                        skip_stickers=cfg.ingest.skip_stickers and not args.include_stickers,
+                    )
+
+        return gen(), source
+    if args.format == "gchat":
+        from ingest.parsers import gchat
+
+        return gchat.iter_posts(source, stats=stats), source
+    if args.format == "discord-export":
+        from ingest.parsers import discord_export
+
+        def gen_dce() -> Iterator:
+            members = [m for m in source.find("**/*.json")]
+            if not members:
+                raise UserError(f"{path}: no DiscordChatExporter .json file in it")
+            for member in members:
+                base = member.rpartition("/")[0]
+                with source.open(member) as stream:
+                    yield from discord_export.iter_posts(
+                        stream, file=member, base_dir=base, stats=stats
+                    )
+
+        return gen_dce(), source
+    from ingest.parsers import folder
+
+    return folder.iter_posts(source, stats=stats, csv_member=args.csv), source
+
+
+def _list_conversations(args: argparse.Namespace) -> int:
+    from ingest.archive import open_export
+    from ingest.parsers import hangouts
+
+    path = Path(args.path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file or directory")
+    with open_export(path) as source:
+        members = source.find("**/Hangouts*.json")
+        if not members:
+            raise UserError(f"{path}: no Hangouts.json in it (expected a Google Takeout export)")
+        rows = []
+        for member in members:
+            with source.open(member) as stream:
+                rows.extend(hangouts.list_conversations(stream, file=member))
+    if args.json:
+        from dataclasses import asdict
+
+        from memetag.commands._common import print_json
+
+        print_json([asdict(r) for r in rows])
+        return 0
+    print(f"{'id':<30} {'messages':>8} {'images':>6}  name / participants")
+    for r in rows:
+        who = ", ".join(r.participants)
+        name = r.name or "(unnamed)"
+        print(f"{r.id:<30} {r.messages:>8} {r.images:>6}  {name} [{r.type}] — {who}")
+    return 0
+
+
+def _print_summary(summary, path: str) -> None:
+    d = summary.as_dict()
+    print(f"ingested {path} ({d['source']}) in {d['seconds']:.1f}s")
+    print(f"  messages read        {d['messages_read']}")
+    print(f"  image items          {d['image_items']} ({d['new_posts']} new, "
+          f"{d['already_known_posts']} already known)")
+    print(f"  images stored        {d['stored']} ({d['new_images']} new, "
+          f"{d['duplicates_by_hash']} duplicates by hash)")
+    if d["links_not_images"]:
+        print(f"  links not images     {d['links_not_images']}")
+    failures = d["failures_by_reason"]
+    total_failures = sum(failures.values())
+    detail = ", ".join(f"{k} {v}" for k, v in failures.items())
+    print(f"  failures             {total_failures}" + (f" ({detail})" if detail else ""))
+    if total_failures:
+        print("                       re-run with --retry-failed to try them again")
+    if d["retried"]:
+        print(f"  retried              {d['retried']}")
+    if d["skipped"]:
+        print("  skipped              " + ", ".join(f"{k} {v}" for k, v in d["skipped"].items()))
+    if d["bad_records"]:
+        print(f"  bad records          {d['bad_records']} (e.g. {d['bad_examples'][0]})")
+    if d["orphan_files_swept"]:
+        print(f"  orphan files swept   {d['orphan_files_swept']} (left by an interrupted run)")
+
+
+def handle_ingest(args: argparse.Namespace, cfg: AppConfig) -> int:
+    if args.format == "hangouts" and args.list:
+        return _list_conversations(args)
+    concurrency = args.concurrency or cfg.ingest.concurrency
+    if concurrency < 1:
+        raise UserError("--concurrency must be at least 1")
+    return run_async(_ingest(args, cfg, concurrency))
+
+
+async def _ingest(args: argparse.Namespace, cfg: AppConfig, concurrency: int) -> int:
+    from ingest.download import Downloader, create_session
+    from ingest.parsers.base import ParseStats
+    from ingest.pipeline import ingest_lock, run_ingest
+    from memetag.commands.labels import sync_configured_labels
+    from store.db import open_database
+    from store.files import ImageFiles
+
+    stats = ParseStats()
+    on_progress, close_bars = _progress_bars(not args.no_progress and not args.json)
+    with ExitStack() as stack:
+        parsed, reader = _parsed_posts(args, cfg, stack, stats)
+        stack.enter_context(ingest_lock(cfg.data_dir))
+        async with open_database(cfg.db_path) as db:
+            await sync_configured_labels(db, cfg)
+            session = create_session(
+                concurrency=concurrency,
+                timeout_s=cfg.ingest.timeout_s,
+                allow_private=args.allow_private,
+            )
+            async with session:
+                fetcher = Downloader(
+                    session,
+                    concurrency=concurrency,
+                    retries=cfg.ingest.retries,
+                    max_bytes=cfg.ingest.max_bytes,
+                    allow_private=args.allow_private,
+                )
+                try:
+                    summary = await run_ingest(
+                        db,
+                        ImageFiles(cfg.images_dir),
+                        parsed,
+                        stats,
+                        source=SOURCE_NAMES[args.format],
+                        people=cfg.people,
+                        reader=reader,
+                        fetcher=fetcher,
+                        retry_failed=args.retry_failed,
+                        max_bytes=cfg.ingest.max_bytes,
+                        max_pixels=cfg.ingest.max_pixels,
+                        concurrency=concurrency,
+                        batch_size=cfg.ingest.batch_size,
+                        on_progress=on_progress,
+                    )
+                finally:
+                    close_bars()
+    if args.json:
+        from memetag.commands._common import print_json
+
+        print_json(summary.as_dict())
+    else:
+        _print_summary(summary, args.path)
+    return 0

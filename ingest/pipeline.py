@@ -156,15 +156,20 @@ async def record_posts(
         summary.known_posts += result.already_known
         batch.clear()
 
-    for post in parsed:
-        if post.source_id in seen:
-            continue  # the same item listed twice in one export: one post
-        seen.add(post.source_id)
-        batch.append(_to_new_post(post))
-        if len(batch) >= batch_size:
-            await flush()
-            if on_progress:
-                on_progress("parse", len(seen), None, stats.bad_records)
+    try:
+        for post in parsed:
+            if post.source_id in seen:
+                continue  # the same item listed twice in one export: one post
+            seen.add(post.source_id)
+            batch.append(_to_new_post(post))
+            if len(batch) >= batch_size:
+                await flush()
+                if on_progress:
+                    on_progress("parse", len(seen), None, stats.bad_records)
+    except IngestError:
+        # The file broke part-way: keep the posts read before the break, then report it.
+        await flush()
+        raise
     await flush()
     if on_progress:
         on_progress("parse", len(seen), len(seen), stats.bad_records)

@@ -1,0 +1,1 @@
+"""Reusable test helpers: a loopback image server and generated image bytes."""

@@ -39,3 +39,8 @@ class TrainConfig:
     finetune_epochs: int = 5
     finetune_lr: float = 0.0003
     finetune_batch_size: int = 16
+    # Stage 2: each earlier backbone block learns at this factor of the next one's rate.
+    finetune_layer_decay: float = 0.8
+    # The bot names a sender only when its calibrated confidence is above the smallest cut-off
+    # whose confident validation guesses were right this often; below it, it says "unsure".
+    sender_target_precision: float = 0.6

@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from dotenv import dotenv_values
 
@@ -44,7 +45,9 @@ class LabelSpec:
 # The seed chat's label set, with an emoji members can react with.
 DEFAULT_LABELS: tuple[LabelSpec, ...] = (
     LabelSpec("meme", "😂", "A meme: image macro, reaction image, template"),
-    LabelSpec("social_media", "🐦", "A screenshot from social media (Twitter, Reddit, Facebook, ...)"),
+    LabelSpec(
+        "social_media", "🐦", "A screenshot from social media (Twitter, Reddit, Facebook, ...)"
+    ),
     LabelSpec("comic_strip", "🗯️", "A multi-panel comic (xkcd, SMBC, ...)"),
     LabelSpec("game_of_thrones", "🐉", "Game of Thrones"),
     LabelSpec("simpsons", "🍩", "The Simpsons (also tagged tv_cartoon)"),

@@ -18,7 +18,12 @@ FORMATS = {
     "folder": "Already-labelled images: an ImageFolder tree (<label>/<image>) or a CSV "
     "(filename,sender,labels,timestamp)",
 }
-SOURCE_NAMES = {"hangouts": "hangouts", "gchat": "gchat", "discord-export": "discord", "folder": "folder"}
+SOURCE_NAMES = {
+    "hangouts": "hangouts",
+    "gchat": "gchat",
+    "discord-export": "discord",
+    "folder": "folder",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -112,6 +117,12 @@ def _parsed_posts(args: argparse.Namespace, cfg: AppConfig, stack: ExitStack, st
     path = Path(args.path)
     if not path.exists():
         raise UserError(f"{path}: no such file or directory")
+    csv_member = getattr(args, "csv", None)
+    if args.format == "folder" and path.is_file():
+        if path.suffix.lower() != ".csv":
+            raise UserError(f"{path}: expected a folder of images or a .csv file")
+        # Filenames in the CSV are relative to its folder: that folder is the export root.
+        csv_member, path = path.name, path.parent
     source = stack.enter_context(open_export(path))
     if args.format == "hangouts":
         from ingest.parsers import hangouts
@@ -119,12 +130,16 @@ def _parsed_posts(args: argparse.Namespace, cfg: AppConfig, stack: ExitStack, st
         def gen() -> Iterator:
             members = source.find("**/Hangouts*.json")
             if not members:
-                raise UserError(f"{path}: no Hangouts.json in it (expected a Google Takeout export)")
+                raise UserError(
+                    f"{path}: no Hangouts.json in it (expected a Google Takeout export)"
+                )
             for member in members:
                 with source.open(member) as stream:
                     yield from hangouts.iter_posts(
                         stream,
-                        file=f"{path}:{member}" if path.is_file() and member != path.name else member,
+                        file=f"{path}:{member}"
+                        if path.is_file() and member != path.name
+                        else member,
                         stats=stats,
                         conversations=args.conversation,
                         skip_stickers=cfg.ingest.skip_stickers and not args.include_stickers,
@@ -152,11 +167,12 @@ def _parsed_posts(args: argparse.Namespace, cfg: AppConfig, stack: ExitStack, st
         return gen_dce(), source
     from ingest.parsers import folder
 
-    return folder.iter_posts(source, stats=stats, csv_member=args.csv), source
+    return folder.iter_posts(source, stats=stats, csv_member=csv_member), source
 
 
 def _list_conversations(args: argparse.Namespace) -> int:
     from ingest.archive import open_export
+
     from ingest.parsers import hangouts
 
     path = Path(args.path)
@@ -189,10 +205,14 @@ def _print_summary(summary, path: str) -> None:
     d = summary.as_dict()
     print(f"ingested {path} ({d['source']}) in {d['seconds']:.1f}s")
     print(f"  messages read        {d['messages_read']}")
-    print(f"  image items          {d['image_items']} ({d['new_posts']} new, "
-          f"{d['already_known_posts']} already known)")
-    print(f"  images stored        {d['stored']} ({d['new_images']} new, "
-          f"{d['duplicates_by_hash']} duplicates by hash)")
+    print(
+        f"  image items          {d['image_items']} ({d['new_posts']} new, "
+        f"{d['already_known_posts']} already known)"
+    )
+    print(
+        f"  images stored        {d['stored']} ({d['new_images']} new, "
+        f"{d['duplicates_by_hash']} duplicates by hash)"
+    )
     if d["links_not_images"]:
         print(f"  links not images     {d['links_not_images']}")
     failures = d["failures_by_reason"]

@@ -74,6 +74,8 @@ async def list_votes_for_image(db: Database, image_id: int) -> list[Vote]:
         (image_id,),
     )
     return [
-        Vote(r["image_id"], r["name"], r["voter"], r["vote"], r["origin"], from_iso(r["created_at"]))
+        Vote(
+            r["image_id"], r["name"], r["voter"], r["vote"], r["origin"], from_iso(r["created_at"])
+        )
         for r in rows
     ]

@@ -50,7 +50,11 @@ async def insert_posts(
             author_id = None
             if post.author_ref is not None:
                 author_id = await resolve_person(
-                    conn, post.author_source or post.source, post.author_ref, post.author_name, people
+                    conn,
+                    post.author_source or post.source,
+                    post.author_ref,
+                    post.author_name,
+                    people,
                 )
             cur = await conn.execute(
                 "INSERT INTO posts (source, source_id, conversation_id, conversation_name,"

@@ -193,7 +193,13 @@ async def _bytes_for(
         async with reader_lock:
             if reader is None or not reader.exists(post.local_ref):
                 raise DownloadError(post.local_ref, "missing_file", "not found in the export")
-            return await asyncio.to_thread(reader.read_bytes, post.local_ref, max_bytes)
+            try:
+                return await asyncio.to_thread(reader.read_bytes, post.local_ref, max_bytes)
+            except IngestError as exc:
+                # Too big, or the archive's data for this member is damaged: this post fails,
+                # the rest of the export goes on.
+                reason = "too_large" if "larger than" in str(exc) else "unreadable"
+                raise DownloadError(post.local_ref, reason, str(exc)) from None
     if post.url is None:
         raise DownloadError(post.source_id, "bad_url", "the post has neither a URL nor a file")
     if fetcher is None:

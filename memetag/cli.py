@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -89,6 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except errors as exc:
         print(f"memetag: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (`memetag export --csv - | head`): not an error worth a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("memetag: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130

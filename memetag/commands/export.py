@@ -7,6 +7,7 @@ import csv
 import os
 import sys
 import tempfile
+from contextlib import aclosing
 from pathlib import Path
 
 from memetag.commands._common import UserError, print_json, run_async
@@ -47,8 +48,11 @@ async def _write_rows(cfg: AppConfig, out) -> int:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(EXPORT_HEADER)
     n = 0
-    async with open_database(cfg.db_path, readonly=True) as db:
-        async for r in iter_export_rows(db):
+    async with (
+        open_database(cfg.db_path, readonly=True) as db,
+        aclosing(iter_export_rows(db)) as rows,
+    ):
+        async for r in rows:
             writer.writerow(
                 [
                     r.filename,

@@ -110,9 +110,26 @@ def _progress_bars(enabled: bool):
     return on_progress, close
 
 
+def _member_label(path: Path, member: str) -> str:
+    """How errors name a member: the file itself, a path inside a folder, or archive:member."""
+    if path.is_dir():
+        return str(path / member)
+    if path.suffix.lower() == ".json":
+        return str(path)
+    return f"{path}:{member}"
+
+
+def _hangouts_files(source) -> list[str]:
+    """Hangouts*.json by name (a broken one then fails loudly in the parser), else by content."""
+    from ingest.parsers.detect import list_export_files
+
+    return source.find("**/Hangouts*.json") or list_export_files(source, "hangouts")
+
+
 def _parsed_posts(args: argparse.Namespace, cfg: AppConfig, stack: ExitStack, stats):
-    """Open the export and return (iterator of ParsedPost, local reader)."""
+    """Open the export and return (iterator of ParsedPost, reader for bytes inside it)."""
     from ingest.archive import open_export
+    from ingest.parsers.detect import list_export_files
 
     path = Path(args.path)
     if not path.exists():
@@ -127,25 +144,18 @@ def _parsed_posts(args: argparse.Namespace, cfg: AppConfig, stack: ExitStack, st
     if args.format == "hangouts":
         from ingest.parsers import hangouts
 
-        def gen() -> Iterator:
-            members = source.find("**/Hangouts*.json")
-            if not members:
-                raise UserError(
-                    f"{path}: no Hangouts.json in it (expected a Google Takeout export)"
-                )
-            for member in members:
+        def gen_hangouts() -> Iterator:
+            for member in _hangouts_files(source):
                 with source.open(member) as stream:
                     yield from hangouts.iter_posts(
                         stream,
-                        file=f"{path}:{member}"
-                        if path.is_file() and member != path.name
-                        else member,
+                        file=_member_label(path, member),
                         stats=stats,
                         conversations=args.conversation,
                         skip_stickers=cfg.ingest.skip_stickers and not args.include_stickers,
                     )
 
-        return gen(), source
+        return gen_hangouts(), source
     if args.format == "gchat":
         from ingest.parsers import gchat
 
@@ -154,14 +164,13 @@ def _parsed_posts(args: argparse.Namespace, cfg: AppConfig, stack: ExitStack, st
         from ingest.parsers import discord_export
 
         def gen_dce() -> Iterator:
-            members = [m for m in source.find("**/*.json")]
-            if not members:
-                raise UserError(f"{path}: no DiscordChatExporter .json file in it")
-            for member in members:
-                base = member.rpartition("/")[0]
+            for member in list_export_files(source, "discord-export"):
                 with source.open(member) as stream:
                     yield from discord_export.iter_posts(
-                        stream, file=member, base_dir=base, stats=stats
+                        stream,
+                        file=_member_label(path, member),
+                        base_dir=member.rpartition("/")[0],
+                        stats=stats,
                     )
 
         return gen_dce(), source
@@ -172,20 +181,16 @@ def _parsed_posts(args: argparse.Namespace, cfg: AppConfig, stack: ExitStack, st
 
 def _list_conversations(args: argparse.Namespace) -> int:
     from ingest.archive import open_export
-
     from ingest.parsers import hangouts
 
     path = Path(args.path)
     if not path.exists():
         raise UserError(f"{path}: no such file or directory")
     with open_export(path) as source:
-        members = source.find("**/Hangouts*.json")
-        if not members:
-            raise UserError(f"{path}: no Hangouts.json in it (expected a Google Takeout export)")
         rows = []
-        for member in members:
+        for member in _hangouts_files(source):
             with source.open(member) as stream:
-                rows.extend(hangouts.list_conversations(stream, file=member))
+                rows.extend(hangouts.list_conversations(stream, file=_member_label(path, member)))
     if args.json:
         from dataclasses import asdict
 
@@ -193,11 +198,12 @@ def _list_conversations(args: argparse.Namespace) -> int:
 
         print_json([asdict(r) for r in rows])
         return 0
-    print(f"{'id':<30} {'messages':>8} {'images':>6}  name / participants")
+    print(f"{'id':<30} {'messages':>8} {'images':>6}  name [type]: participants")
     for r in rows:
-        who = ", ".join(r.participants)
-        name = r.name or "(unnamed)"
-        print(f"{r.id:<30} {r.messages:>8} {r.images:>6}  {name} [{r.type}] — {who}")
+        print(
+            f"{r.id:<30} {r.messages:>8} {r.images:>6}  {r.name or '(unnamed)'} [{r.type}]: "
+            + ", ".join(r.participants)
+        )
     return 0
 
 

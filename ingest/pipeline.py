@@ -39,6 +39,8 @@ from store.rows import NewPost, Post
 
 log = logging.getLogger(__name__)
 
+MAX_FAILURE_EXAMPLES = 10
+
 # on_progress(phase, done, total, failures): phase is "parse" or "download".
 ProgressFn = Callable[[str, int, int | None, int], None]
 
@@ -75,6 +77,8 @@ class IngestSummary:
     skipped: Counter = field(default_factory=Counter)
     bad_records: int = 0
     bad_examples: list[str] = field(default_factory=list)
+    # One line per failed item ("<file or URL>: <reason>: <detail>"), the first few only.
+    failure_examples: list[str] = field(default_factory=list)
     orphans_swept: int = 0
     seconds: float = 0.0
 
@@ -94,6 +98,7 @@ class IngestSummary:
             "skipped": dict(sorted(self.skipped.items())),
             "bad_records": self.bad_records,
             "bad_examples": self.bad_examples,
+            "failure_examples": self.failure_examples,
             "orphan_files_swept": self.orphans_swept,
             "seconds": round(self.seconds, 2),
         }
@@ -271,6 +276,9 @@ async def fetch_images(
                 else:
                     await record_failure(db, post.id, reason, detail)
                     summary.failures[reason] += 1
+                    if len(summary.failure_examples) < MAX_FAILURE_EXAMPLES:
+                        where = post.local_ref or post.url or post.source_id
+                        summary.failure_examples.append(f"{where}: {reason}: {detail}")
                     failures += 1
             done += 1
             if on_progress:

@@ -227,6 +227,11 @@ def _print_summary(summary, path: str) -> None:
     print(f"  failures             {total_failures}" + (f" ({detail})" if detail else ""))
     if total_failures:
         print("                       re-run with --retry-failed to try them again")
+        for line in d["failure_examples"]:
+            print(f"memetag: failed: {line}", file=sys.stderr)
+        more = total_failures - len(d["failure_examples"])
+        if more > 0:
+            print(f"memetag: … and {more} more (see `memetag stats`)", file=sys.stderr)
     if d["retried"]:
         print(f"  retried              {d['retried']}")
     if d["skipped"]:
@@ -299,4 +304,5 @@ async def _ingest(args: argparse.Namespace, cfg: AppConfig, concurrency: int) ->
         print_json(summary.as_dict())
     else:
         _print_summary(summary, args.path)
-    return 0
+    # Items that could not be stored make the run incomplete: say so in the exit status.
+    return 1 if summary.failures else 0

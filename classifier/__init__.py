@@ -1,0 +1,1 @@
+"""Image classifier: backbone, heads, checkpoints, prediction and explanations (pure ML, no SQL)."""

@@ -1,0 +1,527 @@
+"""`memetag train`, `memetag eval` and `memetag models`: train from the store, evaluate, pick the
+current model. Only wiring: the work is in classifier.train / evaluate / report.
+
+Promotion rule: a new model becomes current when ``--promote`` is given, when there is no current
+model, when the current one can't be loaded or no longer fits the config, or when it is not worse
+than the current one on the SAME validation set (the new run's split): its score, category
+macro-F1 + sender macro-F1, is at least the current model's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from memetag.commands._common import UserError, print_json, run_async
+from memetag.config import AppConfig
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser(
+        "train",
+        help="train a model from the stored images and labels",
+        description="Train the category and sender heads from every stored image. Stage 1 "
+        "(default) keeps the backbone frozen and caches its embeddings, so a retrain only embeds "
+        "new images. The newest [train] val_fraction of images validate; the new model becomes "
+        "current if it is not worse than the current one on that same validation set.",
+    )
+    train.add_argument(
+        "--finetune",
+        action="store_true",
+        help="stage 2: also fine-tune the backbone end to end (slow without a GPU)",
+    )
+    train.add_argument("--seed", type=int, metavar="N", help="random seed (default: [train] seed)")
+    train.add_argument(
+        "--epochs",
+        type=int,
+        metavar="N",
+        help="epochs of the stage being run: the heads ([train] epochs), or with --finetune the "
+        "end-to-end stage ([train] finetune_epochs)",
+    )
+    train.add_argument(
+        "--promote", action="store_true", help="make the new model current whatever its scores"
+    )
+    train.add_argument("--json", action="store_true", help="print the summary as JSON")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.set_defaults(handler=handle_train)
+
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate a model on the current validation set and write its report",
+        description="Re-evaluate a model on the current time split's validation images and write "
+        "reports/<version>/report.json, report.md and plots.",
+    )
+    ev.add_argument("--model", metavar="VERSION", help="model version (default: the current one)")
+    ev.add_argument("--json", action="store_true", help="print report.json (or compare.json)")
+    ev.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("OLD", "NEW"),
+        help="evaluate two versions on the same validation images and show the differences",
+    )
+    ev.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ev.set_defaults(handler=handle_eval)
+
+    models = sub.add_parser(
+        "models",
+        help="list trained models; `models use VERSION` rolls back",
+        description="List trained model versions with their key validation metrics; the current "
+        "one is marked with *. `memetag models use VERSION` makes another version current.",
+    )
+    models.add_argument("--json", action="store_true", help="print the list as JSON")
+    actions = models.add_subparsers(dest="models_action", metavar="ACTION")
+    use = actions.add_parser(
+        "use", help="make VERSION the current model", description="Make VERSION the current model."
+    )
+    use.add_argument("version", metavar="VERSION", help="a version listed by `memetag models`")
+    models.set_defaults(handler=handle_models)
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _progress(enabled: bool):
+    """on_progress(stage, done, total) drawing one tqdm bar per stage, and a closer."""
+    from tqdm import tqdm
+
+    names = {
+        "embed": "embedding",
+        "heads": "heads (epochs)",
+        "finetune": "fine-tuning",
+        "score": "scoring",
+    }
+    bars: dict[str, Any] = {}
+
+    def on_progress(stage: str, done: int, total: int) -> None:
+        if not enabled or total <= 0:
+            return
+        bar = bars.get(stage)
+        if bar is None or bar.total != total or bar.disable:
+            if bar is not None:
+                bar.close()
+            bar = bars[stage] = tqdm(
+                desc=names.get(stage, stage),
+                total=total,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                unit="img" if stage in ("embed", "score") else "step",
+            )
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()  # one stage at a time: finished bars stay, the next starts below
+
+    def close() -> None:
+        for bar in bars.values():
+            bar.close()
+        bars.clear()
+
+    return on_progress, close
+
+
+async def _load_store(cfg: AppConfig, versions: tuple[str, ...] = ()):
+    """(labelled images, current model record, the requested model records in order).
+
+    Raises:
+        UserError: no store yet, or a requested version that is not recorded.
+    """
+    from store.db import open_database
+    from store.queries.images import list_labelled_images
+    from store.queries.models import get_current_model, get_model
+
+    if not cfg.db_path.exists():
+        raise UserError(f"{cfg.db_path}: no store yet; run `memetag ingest …` first")
+    async with open_database(cfg.db_path) as db:
+        items = await list_labelled_images(db)
+        current = await get_current_model(db)
+        records = []
+        for version in versions:
+            record = await get_model(db, version)
+            if record is None:
+                raise UserError(f"no model version {version!r} (see `memetag models`)")
+            records.append(record)
+    return items, current, records
+
+
+def _prepare(cfg: AppConfig, items: list, train_cfg=None):
+    from classifier.dataset import build_examples
+    from classifier.train import prepare_data
+
+    if not items:
+        raise UserError("no stored images yet; run `memetag ingest …` first")
+    labels = [spec.name for spec in cfg.labels]
+    examples = build_examples(items, labels, cfg.data_dir)
+    return prepare_data(examples, labels, train_cfg or cfg.train)
+
+
+def _model_path(cfg: AppConfig, record) -> Path:
+    path = Path(record.path)
+    return path if path.is_absolute() else cfg.data_dir / path
+
+
+def _evaluate_record(cfg: AppConfig, record, prepared, on_progress) -> dict:
+    from classifier.checkpoint import load_checkpoint
+    from classifier.train import evaluate_checkpoint
+
+    ckpt = load_checkpoint(_model_path(cfg, record))
+    return evaluate_checkpoint(
+        ckpt, prepared, model_cfg=cfg.model, cache_dir=cfg.cache_dir, on_progress=on_progress
+    )
+
+
+def _f(value: Any, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+# --- memetag train -----------------------------------------------------------------------------
+
+
+def _check_enough_data(examples: list) -> None:
+    senders = {e.sender for e in examples if e.sender is not None}
+    labelled = sum(e.is_category_labelled for e in examples)
+    if len(examples) < 2:
+        raise UserError(
+            f"not enough data to train: {len(examples)} stored image(s), need 2 or more"
+        )
+    if len(senders) < 2 and not labelled:
+        raise UserError(
+            f"not enough data to train: {len(senders)} sender(s) and no labelled images; "
+            "ingest more history or label some images"
+        )
+
+
+def _decide_promotion(
+    args: argparse.Namespace, cfg: AppConfig, current, result, on_progress
+) -> tuple[bool, str, dict | None]:
+    """(promote?, why, the current model's evaluation on the new split if there was one)."""
+    from classifier.checkpoint import check_compatible, load_checkpoint
+    from classifier.errors import ClassifierError
+    from classifier.evaluate import promotion_score
+    from classifier.train import evaluate_checkpoint
+
+    if args.promote:
+        return True, "--promote given", None
+    if current is None:
+        return True, "no current model", None
+    try:
+        ckpt = load_checkpoint(_model_path(cfg, current))
+        check_compatible(ckpt, cfg.model, cfg.labels)
+        old_eval = evaluate_checkpoint(
+            ckpt,
+            result.prepared,
+            model_cfg=cfg.model,
+            cache_dir=cfg.cache_dir,
+            on_progress=on_progress,
+        )
+    except ClassifierError as exc:
+        return True, f"current model {current.version} cannot be compared ({exc})", None
+    new_score, old_score = promotion_score(result.evaluation), promotion_score(old_eval)
+    n = result.evaluation["n_val"]
+    if new_score >= old_score:
+        why = f"score {new_score:.3f} >= current {current.version}'s {old_score:.3f}"
+        return True, f"{why} on the same {n} validation images", old_eval
+    why = f"score {new_score:.3f} < current {current.version}'s {old_score:.3f}"
+    return False, f"{why} on the same {n} validation images (use --promote to force)", old_eval
+
+
+def handle_train(args: argparse.Namespace, cfg: AppConfig) -> int:
+    from classifier.checkpoint import save_checkpoint
+    from classifier.dataset import build_examples
+    from classifier.report import atomic_write, compare_evaluations, write_comparison, write_report
+    from classifier.train import train_model
+
+    overrides: dict[str, Any] = {}
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise UserError("--epochs must be at least 1")
+        overrides["finetune_epochs" if args.finetune else "epochs"] = args.epochs
+    train_cfg = dataclasses.replace(cfg.train, **overrides)
+
+    items, current, _ = run_async(_load_store(cfg))
+    if not items:
+        raise UserError("no stored images yet; run `memetag ingest …` first")
+    labels = [spec.name for spec in cfg.labels]
+    examples = build_examples(items, labels, cfg.data_dir)
+    _check_enough_data(examples)
+
+    on_progress, close = _progress(not args.no_progress and not args.json)
+    started = time.monotonic()
+    try:
+        result = train_model(
+            examples,
+            labels=labels,
+            model_cfg=cfg.model,
+            train_cfg=train_cfg,
+            cache_dir=cfg.cache_dir,
+            finetune_backbone=args.finetune,
+            on_progress=on_progress,
+        )
+        seconds = time.monotonic() - started
+        ckpt = result.checkpoint
+        version = ckpt.version
+        rel = Path("models") / f"{version}.pt"
+        save_checkpoint(ckpt, cfg.data_dir / rel)
+        # The resolved config beside the checkpoint, so a run can be reproduced.
+        resolved = {
+            "version": version,
+            "finetune": args.finetune,
+            "model": dataclasses.asdict(cfg.model),
+            "train": dataclasses.asdict(train_cfg),
+            "labels": [dataclasses.asdict(s) for s in cfg.labels],
+        }
+        atomic_write(cfg.models_dir / f"{version}.json", json.dumps(resolved, indent=2).encode())
+        promote, why, old_eval = _decide_promotion(args, cfg, current, result, on_progress)
+    finally:
+        close()
+
+    report_dir = cfg.reports_dir / version
+    paths = write_report(result.evaluation, report_dir)
+    comparison = None
+    if old_eval is not None:
+        comparison = compare_evaluations(old_eval, result.evaluation)
+        write_comparison(comparison, report_dir / f"vs-{old_eval['version']}")
+
+    metrics = {
+        **result.evaluation["summary"],
+        "stage": result.evaluation.get("stage"),
+        "promotion": why,
+    }
+    run_async(_record_model(cfg, version, str(rel), metrics, promote))
+
+    summary = _train_summary(result, seconds, promote, why, cfg.data_dir / rel, paths["markdown"])
+    if args.json:
+        print_json({**summary, "comparison": comparison})
+    else:
+        _print_train_summary(summary)
+    return 0
+
+
+async def _record_model(cfg: AppConfig, version: str, path: str, metrics: dict, current: bool):
+    from store.db import open_database
+    from store.queries.models import insert_model
+
+    async with open_database(cfg.db_path) as db:
+        return await insert_model(db, version, path, metrics, make_current=current)
+
+
+def _train_summary(result, seconds: float, promoted: bool, why: str, path: Path, report: Path):
+    ev = result.evaluation
+    return {
+        "version": result.checkpoint.version,
+        "stage": ev.get("stage"),
+        "seconds": round(seconds, 1),
+        "data": ev["data"],
+        "summary": ev["summary"],
+        "categories": {
+            k: ev["categories"].get(k) for k in ("macro_f1", "micro_f1", "map", "coverage")
+        },
+        "sender": {
+            k: ev["sender"].get(k)
+            for k in (
+                "top1",
+                "top3",
+                "macro_f1",
+                "coverage",
+                "confident_precision",
+                "min_confidence",
+            )
+        },
+        "baselines": ev["baselines"],
+        "calibration": ev["calibration"],
+        "promoted": promoted,
+        "promotion_reason": why,
+        "model_path": str(path),
+        "report": str(report),
+    }
+
+
+def _print_train_summary(s: dict) -> None:
+    d, cats, snd, base = s["data"], s["categories"], s["sender"], s["baselines"]
+    stage = "fine-tuned end to end" if s["stage"] == "finetune" else "heads on frozen embeddings"
+    print(f"trained {s['version']} ({stage}) in {s['seconds']:.1f}s")
+    print(
+        f"  images       {d['n_images']}: train {d['n_train']}, validation {d['n_val']}"
+        f" (newest, from {d['cutoff'] or '–'})"
+    )
+    print(
+        f"  repost leaks {d['dropped_leaks']} training images dropped (near-duplicates of "
+        "validation images)"
+    )
+    print(
+        f"  embeddings   {d.get('embedded_new', 0)} new, {d.get('embedded_cached', 0)} cached"
+        + (f", {d['failed_images']} undecodable" if d.get("failed_images") else "")
+    )
+    print(
+        f"  labelled     {d['n_category_labelled_train']} train / "
+        f"{d['n_category_labelled_val']} validation images with categories"
+    )
+    print(f"  senders      {len(d['senders'])}: {', '.join(d['senders'])}")
+    print(f"  labels       emitted: {', '.join(d['emitted_labels']) or 'none'}")
+    not_emitted = {k: v for k, v in d["not_emitted"].items()}
+    if not_emitted:
+        print(
+            f"               not emitted (< {d['min_label_positives']} training positives): "
+            + ", ".join(f"{k} ({v})" for k, v in not_emitted.items())
+        )
+    print(
+        f"  categories   macro-F1 {_f(cats['macro_f1'])} · micro-F1 {_f(cats['micro_f1'])} · "
+        f"mAP {_f(cats['map'])} · coverage {_f(cats['coverage'])}"
+    )
+    print(
+        f"  sender       top-1 {_f(snd['top1'])} · top-3 {_f(snd['top3'])} · macro-F1 "
+        f"{_f(snd['macro_f1'])}"
+    )
+    print(
+        f"  baselines    majority top-1 {_f(base['majority'].get('top1'))} · most active in "
+        f"the last 30 days top-1 {_f(base['recent_30d'].get('top1'))}"
+    )
+    print(
+        f"  confident    sender named when confidence >= {_f(snd.get('min_confidence'))}: "
+        f"coverage {_f(snd.get('coverage'))}, precision {_f(snd.get('confident_precision'))}"
+    )
+    if not d["n_val"]:
+        print(
+            "  warning      no validation images (no post times?): thresholds, temperature and "
+            "the sender confidence line are defaults, and there is nothing to compare"
+        )
+    print(f"  promoted     {'yes' if s['promoted'] else 'no'}: {s['promotion_reason']}")
+    print(f"  model        {s['model_path']}")
+    print(f"  report       {s['report']}")
+
+
+# --- memetag eval ------------------------------------------------------------------------------
+
+
+def handle_eval(args: argparse.Namespace, cfg: AppConfig) -> int:
+    from classifier.report import (
+        compare_evaluations,
+        render_comparison_markdown,
+        write_comparison,
+        write_report,
+    )
+
+    on_progress, close = _progress(not args.no_progress and not args.json)
+    if args.compare:
+        old_v, new_v = args.compare
+        items, _, (old_rec, new_rec) = run_async(_load_store(cfg, (old_v, new_v)))
+        prepared = _prepare(cfg, items)
+        try:
+            old_eval = _evaluate_record(cfg, old_rec, prepared, on_progress)
+            new_eval = _evaluate_record(cfg, new_rec, prepared, on_progress)
+        finally:
+            close()
+        for ev in (old_eval, new_eval):
+            write_report(ev, cfg.reports_dir / ev["version"])
+        cmp = compare_evaluations(old_eval, new_eval)
+        out = cfg.reports_dir / f"compare-{old_v}-vs-{new_v}"
+        paths = write_comparison(cmp, out)
+        if args.json:
+            print_json(cmp)
+        else:
+            print(render_comparison_markdown(cmp), end="")
+            print(f"written to {paths['markdown']}")
+        return 0
+
+    items, current, wanted = run_async(_load_store(cfg, (args.model,) if args.model else ()))
+    record = wanted[0] if wanted else current
+    if record is None:
+        raise UserError("no current model; run `memetag train` first")
+    prepared = _prepare(cfg, items)
+    try:
+        evaluation = _evaluate_record(cfg, record, prepared, on_progress)
+    finally:
+        close()
+    paths = write_report(evaluation, cfg.reports_dir / record.version)
+    if args.json:
+        print_json(evaluation)
+        return 0
+    s, d = evaluation["summary"], evaluation["data"]
+    print(
+        f"evaluated {record.version} on {evaluation['n_val']} validation images "
+        f"(from {d['cutoff'] or '–'}; {d['dropped_leaks']} repost leaks dropped from training)"
+    )
+    print(
+        f"  categories   macro-F1 {_f(s['category_macro_f1'])} · micro-F1 "
+        f"{_f(s['category_micro_f1'])} · mAP {_f(s['category_map'])}"
+    )
+    print(
+        f"  sender       top-1 {_f(s['sender_top1'])} · top-3 {_f(s['sender_top3'])} · "
+        f"macro-F1 {_f(s['sender_macro_f1'])}"
+    )
+    print(
+        f"  baselines    majority top-1 {_f(s['majority_top1'])} · most active in the last 30 "
+        f"days top-1 {_f(s['recent_30d_top1'])}"
+    )
+    print(f"  report       {paths['markdown']}")
+    return 0
+
+
+# --- memetag models ----------------------------------------------------------------------------
+
+
+async def _list_models(cfg: AppConfig) -> list:
+    from store.db import open_database
+    from store.queries.models import list_models
+
+    async with open_database(cfg.db_path) as db:
+        return await list_models(db)
+
+
+async def _use_model(cfg: AppConfig, version: str):
+    from store.db import open_database
+    from store.queries.models import get_model, set_current_model
+
+    async with open_database(cfg.db_path) as db:
+        record = await get_model(db, version)
+        if record is None:
+            raise UserError(f"no model version {version!r} (see `memetag models`)")
+        _check_loadable(cfg, record)
+        return await set_current_model(db, version)
+
+
+def _check_loadable(cfg: AppConfig, record) -> None:
+    """Refuse to make a missing or damaged file current; warn if it no longer fits the config."""
+    from classifier.checkpoint import check_compatible, load_checkpoint
+    from classifier.errors import ModelError
+
+    ckpt = load_checkpoint(_model_path(cfg, record))
+    try:
+        check_compatible(ckpt, cfg.model, cfg.labels)
+    except ModelError as exc:
+        print(f"memetag: warning: {exc}", file=sys.stderr)
+
+
+def handle_models(args: argparse.Namespace, cfg: AppConfig) -> int:
+    if not cfg.db_path.exists():
+        raise UserError(f"{cfg.db_path}: no store yet; run `memetag ingest …` first")
+    if args.models_action == "use":
+        record = run_async(_use_model(cfg, args.version))
+        print(f"current model is now {record.version}")
+        return 0
+    records = run_async(_list_models(cfg))
+    if args.json:
+        print_json([dataclasses.asdict(r) for r in records])
+        return 0
+    if not records:
+        print("no models yet; run `memetag train`")
+        return 0
+    print(
+        f"  {'version':<24} {'created':<20} {'cat-F1':>6} {'snd-top1':>8} {'snd-F1':>6} "
+        f"{'majority':>8} {'stage':<8}"
+    )
+    for r in records:
+        m = r.metrics
+        print(
+            f"{'*' if r.is_current else ' '} {r.version:<24} "
+            f"{r.created_at:%Y-%m-%d %H:%M:%S}  {_f(m.get('category_macro_f1')):>6} "
+            f"{_f(m.get('sender_top1')):>8} {_f(m.get('sender_macro_f1')):>6} "
+            f"{_f(m.get('majority_top1')):>8} {m.get('stage') or '–':<8}"
+        )
+    return 0

@@ -95,7 +95,12 @@ def _progress_bars(enabled: bool):
         if bar is None:
             unit = "post" if phase == "parse" else "img"
             bar = bars[phase] = tqdm(
-                desc=phase, total=total, unit=unit, file=sys.stderr, dynamic_ncols=True
+                desc=phase,
+                total=total,
+                unit=unit,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                disable=None,  # no bar when stderr is not a terminal (logs, CI)
             )
         if total is not None and bar.total != total:
             bar.total = total
@@ -227,11 +232,6 @@ def _print_summary(summary, path: str) -> None:
     print(f"  failures             {total_failures}" + (f" ({detail})" if detail else ""))
     if total_failures:
         print("                       re-run with --retry-failed to try them again")
-        for line in d["failure_examples"]:
-            print(f"memetag: failed: {line}", file=sys.stderr)
-        more = total_failures - len(d["failure_examples"])
-        if more > 0:
-            print(f"memetag: … and {more} more (see `memetag stats`)", file=sys.stderr)
     if d["retried"]:
         print(f"  retried              {d['retried']}")
     if d["skipped"]:
@@ -240,6 +240,13 @@ def _print_summary(summary, path: str) -> None:
         print(f"  bad records          {d['bad_records']} (e.g. {d['bad_examples'][0]})")
     if d["orphan_files_swept"]:
         print(f"  orphan files swept   {d['orphan_files_swept']} (left by an interrupted run)")
+    sys.stdout.flush()
+    # One line per failed item on stderr, after the summary, so scripts can grep them.
+    for line in d["failure_examples"]:
+        print(f"memetag: failed: {line}", file=sys.stderr)
+    more = total_failures - len(d["failure_examples"])
+    if more > 0:
+        print(f"memetag: … and {more} more (see `memetag stats`)", file=sys.stderr)
 
 
 def handle_ingest(args: argparse.Namespace, cfg: AppConfig) -> int:

@@ -162,3 +162,19 @@ def test_image_files_atomic_write_and_sweep(tmp_path):
     assert files.sweep_orphans({keep}) == 2
     assert p.exists() and not leftover.exists()
     assert not files.path_for(orphan, "jpg").exists()
+
+
+async def test_a_second_connection_reads_while_a_write_is_open(tmp_path):
+    path = tmp_path / "m.db"
+    async with open_database(path) as writer:
+        await posts.insert_posts(writer, [_post("a")], {})
+        async with writer.transaction() as conn:
+            await conn.execute("INSERT INTO people (name, created_at) VALUES ('Z', 'now')")
+            # Another process-like reader sees the committed state, without waiting (WAL).
+            reader = sqlite3.connect(path, timeout=0.1)
+            try:
+                assert reader.execute("SELECT COUNT(*) FROM posts").fetchone()[0] == 1
+                names = [r[0] for r in reader.execute("SELECT name FROM people")]
+                assert "Z" not in names
+            finally:
+                reader.close()

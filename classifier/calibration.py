@@ -1,8 +1,9 @@
 """Temperature scaling for the sender softmax, and reliability statistics.
 
-Fallback: with fewer than ``min_examples`` (10) validation images that have a sender, or when they
-all belong to one class, the temperature stays 1.0: there is too little to fit it on, and a wrong
-temperature is worse than none.
+The temperature is fitted on the tuning images (see ``classifier.split``), not on the images the
+reported metrics come from. Fallback: with fewer than ``min_examples`` (10) tuning images that
+have a sender, or when they all belong to one class, the temperature stays 1.0: there is too
+little to fit it on, and a wrong temperature is worse than none.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# A small validation set the model gets all right pushes T towards 0 (certainty it has not
+# A small tuning set the model gets all right pushes T towards 0 (certainty it has not
 # earned on new images); sharpening is capped at 4x.
 MIN_TEMPERATURE = 0.25
 MAX_TEMPERATURE = 20.0
@@ -39,12 +40,12 @@ def nll(logits: np.ndarray, targets: np.ndarray, temperature: float = 1.0) -> fl
 def fit_temperature(
     logits: np.ndarray, targets: np.ndarray, *, min_examples: int = 10, max_iter: int = 100
 ) -> float:
-    """The temperature minimising validation NLL (LBFGS on log T, so T stays positive)."""
+    """The temperature minimising the NLL of ``logits`` (LBFGS on log T, so T stays positive)."""
     import torch
 
     targets = np.asarray(targets, dtype=np.int64)
     if len(targets) < min_examples or len(np.unique(targets)) < 2:
-        log.info("temperature scaling skipped: %d validation senders", len(targets))
+        log.info("temperature scaling skipped: %d tuning images with a sender", len(targets))
         return 1.0
     x = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
     y = torch.as_tensor(targets)

@@ -29,6 +29,9 @@ class TrainConfig:
 
     seed: int = 0
     val_fraction: float = 0.2
+    # The slice just before validation that fits thresholds, temperature and the sender
+    # confidence line, so validation scores are never scored on what they were tuned on.
+    tune_fraction: float = 0.15
     min_posts_per_person: int = 5
     min_label_positives: int = 5
     phash_distance: int = 6
@@ -42,5 +45,5 @@ class TrainConfig:
     # Stage 2: each earlier backbone block learns at this factor of the next one's rate.
     finetune_layer_decay: float = 0.8
     # The bot names a sender only when its calibrated confidence is above the smallest cut-off
-    # whose confident validation guesses were right this often; below it, it says "unsure".
+    # whose confident guesses on the tune images were right this often; else it says "unsure".
     sender_target_precision: float = 0.6

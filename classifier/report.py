@@ -45,9 +45,33 @@ def _delta(new: Any, old: Any) -> str:
 
 
 def _nll_text(cal: dict, snd: dict) -> str:
+    val = f"validation NLL {_fmt(snd.get('nll'))}"
     if cal.get("nll_before") is not None:
-        return f"validation NLL {_fmt(cal['nll_before'])} → {_fmt(cal.get('nll_after'))}"
-    return f"validation NLL {_fmt(snd.get('nll'))}"
+        fitted = cal.get("fitted_on") or "validation"
+        return f"{fitted} NLL {_fmt(cal['nll_before'])} → {_fmt(cal.get('nll_after'))}; {val}"
+    return val
+
+
+def _split_lines(data: dict, tuning: dict) -> list[str]:
+    """Sizes of the three parts and which one fitted thresholds and calibration."""
+    lines = [
+        f"Split by time: **{data.get('n_train', 0)}** train (oldest) · "
+        f"**{data.get('n_tune', 0)}** tune (from {data.get('tune_cutoff') or '–'}) · "
+        f"**{data.get('n_val', 0)}** validation (newest, from {data.get('cutoff') or '–'}).",
+        f"Repost leaks dropped: **{data.get('dropped_leaks', 0)}** training images (near a tune "
+        f"or validation image), **{data.get('dropped_tune_leaks', 0)}** tune images (near a "
+        "validation image).",
+    ]
+    tuned_on = tuning.get("tuned_on") or data.get("tuned_on") or "validation"
+    if tuned_on == "tune":
+        lines.append(
+            "Thresholds, sender temperature and confidence line were fitted on the tune images "
+            "only; validation was only scored."
+        )
+    else:
+        warning = tuning.get("warning") or data.get("tuning_warning") or "tuned on validation"
+        lines.append(f"**Warning: {warning}.**")
+    return lines
 
 
 # --- plots -------------------------------------------------------------------------------------
@@ -73,7 +97,9 @@ def plot_confusion(confusion: list[list[int]], senders: list[str], path: Path) -
     fig.savefig(path)
 
 
-def plot_threshold_curves(curves: dict, thresholds: dict[str, float], path: Path) -> None:
+def plot_threshold_curves(
+    curves: dict, thresholds: dict[str, float], path: Path, *, tuned_on: str = "tune"
+) -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 4.5), dpi=100)
@@ -86,7 +112,7 @@ def plot_threshold_curves(curves: dict, thresholds: dict[str, float], path: Path
     ax.set_xlabel("threshold")
     ax.set_ylabel("F1 (validation)")
     ax.set_ylim(0, 1.02)
-    ax.set_title("Per-label F1 against threshold (dotted: chosen)")
+    ax.set_title(f"Per-label F1 against threshold (dotted: chosen on {tuned_on})")
     if curves.get("f1"):
         ax.legend(fontsize=7, loc="lower left", ncol=2)
     fig.tight_layout()
@@ -128,9 +154,8 @@ def render_markdown(evaluation: dict) -> str:
         f"# memetag model {evaluation.get('version', '?')}",
         "",
         f"Evaluated {evaluation.get('evaluated_at', '')} on the newest "
-        f"{data.get('n_val', 0)} images (validation from {data.get('cutoff') or '–'}); "
-        f"{data.get('n_train', 0)} training images.",
-        f"Repost leaks dropped from training: **{data.get('dropped_leaks', 0)}**.",
+        f"{data.get('n_val', 0)} images (validation from {data.get('cutoff') or '–'}).",
+        *_split_lines(data, evaluation.get("tuning") or {}),
         "",
         "## Categories",
         "",
@@ -195,7 +220,10 @@ def write_report(evaluation: dict, out_dir: Path) -> dict[str, Path]:
         snd.get("confusion") or [], list(evaluation.get("senders") or []), paths["confusion"]
     )
     thresholds = {k: v["threshold"] for k, v in (cats.get("per_label") or {}).items()}
-    plot_threshold_curves(cats.get("curves") or {}, thresholds, paths["thresholds"])
+    tuned_on = (evaluation.get("tuning") or {}).get("tuned_on") or "validation"
+    plot_threshold_curves(
+        cats.get("curves") or {}, thresholds, paths["thresholds"], tuned_on=tuned_on
+    )
     plot_reliability(snd.get("reliability"), paths["reliability"])
     atomic_write(paths["markdown"], render_markdown(evaluation).encode())
     atomic_write(

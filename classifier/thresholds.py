@@ -1,16 +1,19 @@
-"""Decision thresholds tuned on validation: per-label max-F1 cut-offs and the sender "unsure" line.
+"""Decision thresholds: per-label max-F1 cut-offs and the sender "unsure" line.
+
+They are fitted on the tuning images (the tune part of the time split, or validation when that
+part is too small: see ``classifier.split``); nothing here knows which set it is given.
 
 Fallbacks (documented for the README):
 
-* A label with fewer than ``min_positives`` (3) validation positives keeps ``DEFAULT_THRESHOLD``
+* A label with fewer than ``min_positives`` (3) tuning positives keeps ``DEFAULT_THRESHOLD``
   (0.5). With so few positives the max-F1 threshold is noise; 0.5 is the neutral choice for a
   head trained with a positive-class weight, which already balances positives and negatives.
   The train-set optimum is not used: the heads have fitted those images, so it sits too high.
 * Among equally good thresholds the median one is taken, keeping a margin on both sides.
 * ``sender_min_confidence`` is the smallest calibrated top-1 probability at which the accepted
-  validation guesses reach ``target_precision``. If no cut-off reaches it, the one with the
+  tuning guesses reach ``target_precision``. If no cut-off reaches it, the one with the
   highest precision is used (and reported as not reaching the target). With fewer than
-  ``min_accepted`` validation images that have a sender it stays at ``DEFAULT_SENDER_CONFIDENCE``.
+  ``min_accepted`` tuning images that have a sender it stays at ``DEFAULT_SENDER_CONFIDENCE``.
 """
 
 from __future__ import annotations
@@ -55,10 +58,11 @@ def best_f1_threshold(
 @dataclass(frozen=True)
 class LabelThreshold:
     threshold: float
-    # "validation" (tuned) or "default" (too few validation positives)
+    # "tuned" (max-F1 on the tuning images) or "default" (too few tuning positives)
     source: str
-    val_positives: int
-    val_f1: float | None
+    # Positives and the F1 at ``threshold`` among the tuning images.
+    positives: int
+    f1: float | None
 
 
 def tune_label_thresholds(
@@ -70,7 +74,7 @@ def tune_label_thresholds(
     min_positives: int = 3,
     grid: np.ndarray = THRESHOLD_GRID,
 ) -> dict[str, LabelThreshold]:
-    """Per-label max-F1 thresholds over the validation entries whose target is known."""
+    """Per-label max-F1 thresholds over the tuning entries whose target is known."""
     out = {}
     for j, name in enumerate(labels):
         known = mask[:, j]
@@ -80,7 +84,7 @@ def tune_label_thresholds(
             out[name] = LabelThreshold(DEFAULT_THRESHOLD, "default", positives, None)
             continue
         threshold, f1 = best_f1_threshold(y, p, grid)
-        out[name] = LabelThreshold(threshold, "validation", positives, f1)
+        out[name] = LabelThreshold(threshold, "tuned", positives, f1)
     return out
 
 
@@ -89,7 +93,7 @@ class SenderConfidence:
     min_confidence: float
     target_precision: float
     target_reached: bool
-    # Precision and coverage of accepted (confident) validation guesses at min_confidence.
+    # Precision and coverage of accepted (confident) tuning guesses at min_confidence.
     precision: float | None
     coverage: float | None
 

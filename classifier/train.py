@@ -1,5 +1,10 @@
 """Training as library functions: data preparation, heads on cached embeddings, fine-tuning,
-threshold tuning, calibration, and evaluating any checkpoint on the current validation set."""
+threshold tuning, calibration, and evaluating any checkpoint on the current validation set.
+
+Three time-ordered parts (``classifier.split``): heads and fine-tuning learn from train only,
+thresholds / temperature / the sender confidence line are fitted on tune only, and validation is
+only ever scored. Small stores without a usable tune part tune on validation, flagged in reports.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ from classifier.evaluate import (
     sender_metrics,
     summary_metrics,
 )
-from classifier.split import Split, split_by_time
+from classifier.split import TUNED_ON_TUNE, Split, split_by_time
 from classifier.thresholds import choose_sender_min_confidence, tune_label_thresholds
 
 log = logging.getLogger(__name__)
@@ -45,6 +50,11 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
 
 CHECKPOINT_VERSION = 1
+
+# Shown in reports and the train summary whenever thresholds were fitted on validation.
+OPTIMISTIC_NOTE = (
+    "thresholds tuned on validation: too few images for a tune split — metrics are optimistic"
+)
 
 
 def _noop(stage: str, done: int, total: int) -> None:
@@ -65,7 +75,8 @@ def resolve_device(name: str) -> Any:
 
 @dataclass(frozen=True, eq=False)
 class PreparedData:
-    """Examples split by time, with the sender vocabulary and label statistics of training."""
+    """Examples split by time into train / tune / validation, with the sender vocabulary and
+    label statistics of training."""
 
     examples: list[Example]
     labels: list[str]
@@ -80,11 +91,20 @@ class PreparedData:
         return [self.examples[i] for i in self.split.train]
 
     @property
+    def tune(self) -> list[Example]:
+        return [self.examples[i] for i in self.split.tune]
+
+    @property
     def val(self) -> list[Example]:
         return [self.examples[i] for i in self.split.val]
 
+    @property
+    def tuned_on(self) -> str:
+        """ "tune", or "validation" when the store is too small for a tune part."""
+        return self.split.tuned_on
+
     def summary(self) -> dict[str, Any]:
-        train, val = self.train, self.val
+        train, tune, val = self.train, self.tune, self.val
         sender_counts = Counter(
             self.senders[i]
             for i in encode_senders([e.sender for e in train], self.senders)
@@ -93,12 +113,19 @@ class PreparedData:
         return {
             "n_images": len(self.examples),
             "n_train": len(train),
+            "n_tune": len(tune),
             "n_val": len(val),
+            "tuned_on": self.tuned_on,
+            "tuning_warning": None if self.tuned_on == TUNED_ON_TUNE else OPTIMISTIC_NOTE,
             "dropped_leaks": len(self.split.dropped_leaks),
+            "dropped_tune_leaks": len(self.split.dropped_tune_leaks),
             "cutoff": self.split.cutoff.isoformat() if self.split.cutoff else None,
+            "tune_cutoff": self.split.tune_cutoff.isoformat() if self.split.tune_cutoff else None,
             "n_category_labelled_train": sum(e.is_category_labelled for e in train),
+            "n_category_labelled_tune": sum(e.is_category_labelled for e in tune),
             "n_category_labelled_val": sum(e.is_category_labelled for e in val),
             "n_sender_train": sum(e.sender is not None for e in train),
+            "n_sender_tune": sum(e.sender is not None for e in tune),
             "n_sender_val": sum(e.sender is not None for e in val),
             "senders": list(self.senders),
             "sender_counts_train": dict(sender_counts),
@@ -114,21 +141,23 @@ class PreparedData:
 def prepare_data(
     examples: Sequence[Example], labels: Sequence[str], train_cfg: TrainConfig
 ) -> PreparedData:
-    """Split by time (dropping repost leaks), build the sender vocabulary, count positives."""
+    """Split by time into train / tune / validation (dropping repost leaks across every
+    boundary), build the sender vocabulary, count training positives."""
     examples = list(examples)
     split = split_by_time(
         [e.posted_at for e in examples],
         [e.phash for e in examples],
         val_fraction=train_cfg.val_fraction,
+        tune_fraction=train_cfg.tune_fraction,
         phash_distance=train_cfg.phash_distance,
         tiebreak=[e.sha256 for e in examples],
     )
     train = [examples[i] for i in split.train]
-    val = [examples[i] for i in split.val]
+    held_out = [examples[i] for i in split.tune + split.val]
     senders = build_sender_vocab(
         [e.sender for e in train],
         min_posts=train_cfg.min_posts_per_person,
-        other_senders=[e.sender for e in val],
+        other_senders=[e.sender for e in held_out],
     )
     positives = count_label_positives(train, labels)
     emitted = [name for name in labels if positives[name] >= train_cfg.min_label_positives]
@@ -503,7 +532,11 @@ def evaluate_outputs(
     ok: np.ndarray | None = None,
     extra: dict | None = None,
 ) -> dict:
-    """The full evaluation of one model's validation outputs (rows aligned with ``prepared.val``).
+    """The full evaluation of one model's validation outputs.
+
+    ``ok`` marks the ``prepared.val`` images that could be decoded (default: all); the output
+    rows are those images' only, in order. Thresholds, temperature and confidence line come from
+    the caller (fitted on the tune part); validation is only scored here.
 
     Categories are scored on the current label set: a label the model does not emit counts as
     never predicted. Senders are scored in the model's own vocabulary; a person it has no class
@@ -522,7 +555,7 @@ def evaluate_outputs(
     th = np.full(len(labels), 0.5)
     for j, name in enumerate(labels):
         if name in col:
-            probs[:, j] = np.asarray(label_probs)[ok][:, col[name]]
+            probs[:, j] = np.asarray(label_probs)[:, col[name]]
             emitted[j] = name in emitted_labels
             th[j] = thresholds.get(name, 0.5)
     th_eff = np.where(emitted, th, np.inf)  # a label not emitted is never predicted
@@ -542,7 +575,7 @@ def evaluate_outputs(
         dtype=bool,
     )
     targets[unknown] = len(model_senders)  # no class for this person: always a miss
-    logits = np.asarray(sender_logits, dtype=np.float64)[ok]
+    logits = np.asarray(sender_logits, dtype=np.float64)
     sprobs = softmax(logits, temperature) if logits.size else logits
     fit = (targets >= 0) & (targets < len(model_senders))
     snd = sender_metrics(targets, sprobs, model_senders, min_confidence=sender_min_confidence)
@@ -619,16 +652,18 @@ def _head_data(prepared: PreparedData, examples: Sequence[Example], feats: np.nd
 
 def calibrate_and_tune(
     prepared: PreparedData,
-    val_examples: Sequence[Example],
+    tuning_examples: Sequence[Example],
     sender_logits: np.ndarray,
     label_probs: np.ndarray,
     train_cfg: TrainConfig,
 ) -> dict[str, Any]:
-    """Temperature, per-label thresholds and the sender confidence line, all from validation."""
-    targets = encode_senders([e.sender for e in val_examples], prepared.senders)
+    """Temperature, per-label thresholds and the sender confidence line, all from the model's
+    outputs on ``tuning_examples`` alone (the tune part; validation only as a small-store
+    fallback, see ``PreparedData.tuned_on``)."""
+    targets = encode_senders([e.sender for e in tuning_examples], prepared.senders)
     has = targets >= 0
     temperature = fit_temperature(sender_logits[has], targets[has])
-    y, m = stack_label_targets(val_examples, len(prepared.labels))
+    y, m = stack_label_targets(tuning_examples, len(prepared.labels))
     tuned = tune_label_thresholds(y, m, label_probs, prepared.labels)
     probs = softmax(sender_logits[has], temperature) if has.any() else np.zeros((0, 1))
     correct = probs.argmax(axis=1) == targets[has] if has.any() else np.zeros(0, bool)
@@ -638,6 +673,7 @@ def calibrate_and_tune(
         target_precision=train_cfg.sender_target_precision,
     )
     return {
+        "n_images": len(tuning_examples),
         "temperature": temperature,
         "nll_before": nll(sender_logits[has], targets[has], 1.0) if has.any() else None,
         "nll_after": nll(sender_logits[has], targets[has], temperature) if has.any() else None,
@@ -676,24 +712,29 @@ def train_model(
     now = now or datetime.now(UTC)
     torch.manual_seed(train_cfg.seed)
     prepared = prepare_data(examples, labels, train_cfg)
-    train_ex, val_ex = prepared.train, prepared.val
+    if prepared.tuned_on != TUNED_ON_TUNE:
+        log.warning("%s", OPTIMISTIC_NOTE)
+    train_ex, tune_ex, val_ex = prepared.train, prepared.tune, prepared.val
     backbone, data_config = build_backbone(model_cfg)
     cache_key = embedding_cache_key(model_cfg, train_cfg.seed)
     cache = EmbeddingCache(cache_dir, cache_key)
     emb = embed_examples(
         backbone,
         data_config,
-        train_ex + val_ex,
+        train_ex + tune_ex + val_ex,
         model_cfg=model_cfg,
         cache=cache,
         on_progress=on_progress,
     )
     if not emb.ok.any():
         raise ClassifierError("none of the stored images could be decoded; nothing to train on")
-    ok_train, ok_val = emb.ok[: len(train_ex)], emb.ok[len(train_ex) :]
-    feats_train, feats_val = emb.features[: len(train_ex)], emb.features[len(train_ex) :]
+    n_train = len(train_ex)
+    ok_train, ok_held = emb.ok[:n_train], emb.ok[n_train:]
+    feats_train, feats_held = emb.features[:n_train], emb.features[n_train:]
     train_good = [e for e, good in zip(train_ex, ok_train, strict=True) if good]
-    val_good = [e for e, good in zip(val_ex, ok_val, strict=True) if good]
+    # Tune and validation images travel together ("held out") until they are scored.
+    held_ex = tune_ex + val_ex
+    held_good = [e for e, good in zip(held_ex, ok_held, strict=True) if good]
     data = _head_data(prepared, train_good, feats_train[ok_train])
     heads = train_heads(
         data,
@@ -731,34 +772,43 @@ def train_model(
             seed=train_cfg.seed,
             on_progress=on_progress,
         )
-        # The backbone changed, so validation features must be computed afresh (not cached).
-        val_emb = embed_examples(
+        # The backbone changed, so held-out features must be computed afresh (not cached).
+        held_emb = embed_examples(
             model.backbone,
             data_config,
-            val_good,
+            held_good,
             model_cfg=model_cfg,
             cache=EmbeddingCache(None, "finetuned"),
             on_progress=on_progress,
             stage="score",
         )
-        feats_val = val_emb.features
-        ok_val_idx = np.flatnonzero(ok_val)
-        ok_val = ok_val.copy()
-        ok_val[ok_val_idx[~val_emb.ok]] = False
-        val_good = [e for e, good in zip(val_good, val_emb.ok, strict=True) if good]
-        feats_val = feats_val[val_emb.ok]
+        ok_held_idx = np.flatnonzero(ok_held)
+        ok_held = ok_held.copy()
+        ok_held[ok_held_idx[~held_emb.ok]] = False
+        feats_held = held_emb.features[held_emb.ok]
         model.cpu()
         heads = model.heads
         backbone_state = {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()}
     else:
-        feats_val = feats_val[ok_val]
+        feats_held = feats_held[ok_held]
     heads.cpu()
-    sender_logits, label_probs = (
-        predict_heads(heads, feats_val)
-        if len(val_good)
+    held_logits, held_probs = (
+        predict_heads(heads, feats_held)
+        if ok_held.any()
         else (np.zeros((0, len(prepared.senders))), np.zeros((0, len(prepared.labels))))
     )
-    tuned = calibrate_and_tune(prepared, val_good, sender_logits, label_probs, train_cfg)
+    # Rows of the scored outputs that belong to the tune part / to validation.
+    is_tune = np.arange(len(held_ex))[ok_held] < len(tune_ex)
+    ok_val = ok_held[len(tune_ex) :]
+    if prepared.tuned_on == TUNED_ON_TUNE:
+        tuning_rows = is_tune
+        tuning_good = [e for e, good in zip(tune_ex, ok_held[: len(tune_ex)], strict=True) if good]
+    else:
+        tuning_rows = ~is_tune
+        tuning_good = [e for e, good in zip(val_ex, ok_val, strict=True) if good]
+    tuned = calibrate_and_tune(
+        prepared, tuning_good, held_logits[tuning_rows], held_probs[tuning_rows], train_cfg
+    )
     heads_state = {k: v.detach().cpu() for k, v in heads.state_dict().items()}
     version = make_version(now, heads_state)
     min_conf = tuned["sender_confidence"]["min_confidence"]
@@ -768,8 +818,8 @@ def train_model(
         model_labels=prepared.labels,
         emitted_labels=prepared.emitted_labels,
         model_senders=prepared.senders,
-        sender_logits=sender_logits,
-        label_probs=label_probs,
+        sender_logits=held_logits[~is_tune],
+        label_probs=held_probs[~is_tune],
         thresholds=tuned["thresholds"],
         temperature=tuned["temperature"],
         sender_min_confidence=min_conf,
@@ -778,11 +828,17 @@ def train_model(
     )
     evaluation["calibration"] = {
         "temperature": tuned["temperature"],
+        "fitted_on": prepared.tuned_on,
         "nll_before": tuned["nll_before"],
         "nll_after": tuned["nll_after"],
         "sender_confidence": tuned["sender_confidence"],
     }
     evaluation["thresholds"] = tuned["threshold_detail"]
+    evaluation["tuning"] = {
+        "tuned_on": prepared.tuned_on,
+        "n_images": tuned["n_images"],
+        "warning": evaluation["data"]["tuning_warning"],
+    }
     evaluation["data"]["embedded_new"] = emb.n_new
     evaluation["data"]["embedded_cached"] = emb.n_cached
     evaluation["data"]["failed_images"] = len(emb.failed)
@@ -893,6 +949,19 @@ def evaluate_checkpoint(
         extra={"stage": stage},
     )
     evaluation["calibration"]["sender_confidence"] = {"min_confidence": ckpt.sender_min_confidence}
+    # How this model's thresholds were fitted, not how a run on the current split would fit them.
+    # Checkpoints from before the tune split always tuned on their validation images.
+    saved = ckpt.data_summary or {}
+    tuned_on = saved.get("tuned_on") or "validation"
+    warning = None if tuned_on == TUNED_ON_TUNE else OPTIMISTIC_NOTE
+    evaluation["data"]["tuned_on"] = tuned_on
+    evaluation["data"]["tuning_warning"] = warning
+    evaluation["calibration"]["fitted_on"] = tuned_on
+    evaluation["tuning"] = {
+        "tuned_on": tuned_on,
+        "n_images": saved.get("n_tune" if tuned_on == TUNED_ON_TUNE else "n_val"),
+        "warning": warning,
+    }
     return evaluation
 
 

@@ -153,6 +153,10 @@ def _validate_ranges(origin: str, cfg: AppConfig) -> None:
         (cfg.ingest.max_pixels > 0, "[ingest] max_pixels must be positive"),
         (cfg.ingest.batch_size >= 1, "[ingest] batch_size must be at least 1"),
         (0.0 < cfg.train.val_fraction < 1.0, "[train] val_fraction must be between 0 and 1"),
+        (
+            0.0 <= cfg.train.tune_fraction and cfg.train.val_fraction + cfg.train.tune_fraction < 1,
+            "[train] tune_fraction must be 0 or more, and val_fraction + tune_fraction below 1",
+        ),
         (cfg.model.resize in ("crop", "letterbox"), '[model] resize must be "crop" or "letterbox"'),
         (cfg.model.image_size >= 32, "[model] image_size must be at least 32"),
         (cfg.train.epochs >= 1, "[train] epochs must be at least 1"),

@@ -48,6 +48,8 @@ def test_config_toml_documents_every_key():
         ("[bogus]\nx = 1\n", "unknown section [bogus]"),
         ("discord_token = 'abc'\n", "secrets are read from the environment"),
         ("[train]\nval_fraction = 1.5\n", "val_fraction must be between 0 and 1"),
+        ("[train]\ntune_fraction = 0.8\n", "val_fraction + tune_fraction below 1"),
+        ("[train]\ntune_fraction = -0.1\n", "tune_fraction must be 0 or more"),
         ("[model]\nresize = 'stretch'\n", 'resize must be "crop" or "letterbox"'),
         ("[labels.meme]\ndescription = 'x'\n", "[labels.meme] emoji"),
         ("[labels.Meme]\nemoji = 'x'\n", "label name 'Meme'"),

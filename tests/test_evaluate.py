@@ -99,9 +99,14 @@ def _evaluation(version: str, f1: float) -> dict:
         "n_train": 9,
         "data": {
             "n_val": 3,
+            "n_tune": 4,
             "n_train": 9,
+            "tuned_on": "tune",
+            "tuning_warning": None,
             "dropped_leaks": 2,
+            "dropped_tune_leaks": 1,
             "cutoff": "2024-01-01",
+            "tune_cutoff": "2023-12-01",
             "not_emitted": {"news": 1},
         },
         "senders": ["Person A", "Person B"],
@@ -143,7 +148,13 @@ def _evaluation(version: str, f1: float) -> dict:
             "majority": {"top1": 0.3, "macro_f1": 0.2},
             "recent_30d": {"top1": 0.4, "macro_f1": 0.3},
         },
-        "calibration": {"temperature": 1.5, "nll_before": 1.0, "nll_after": 0.8},
+        "calibration": {
+            "temperature": 1.5,
+            "fitted_on": "tune",
+            "nll_before": 1.0,
+            "nll_after": 0.8,
+        },
+        "tuning": {"tuned_on": "tune", "n_images": 4, "warning": None},
     }
 
 
@@ -152,7 +163,10 @@ def test_write_report_and_compare(tmp_path):
     paths = write_report(ev, tmp_path / "v1")
     assert json.loads(paths["json"].read_text())["version"] == "v1"
     md = paths["markdown"].read_text()
-    assert "Repost leaks dropped from training: **2**" in md and "| meme |" in md
+    assert "**9** train (oldest) · **4** tune (from 2023-12-01) · **3** validation" in md
+    assert "**2** training images (near a tune or validation image), **1** tune images" in md
+    assert "fitted on the tune images only" in md and "Warning" not in md
+    assert "tune NLL 1.000 → 0.800" in md and "| meme |" in md
     assert "news (1)" in md
     for key in ("confusion", "thresholds", "reliability"):
         assert paths[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -160,3 +174,13 @@ def test_write_report_and_compare(tmp_path):
     assert np.isclose(cmp["metrics"]["category_macro_f1"]["delta"], 0.25)
     assert np.isclose(cmp["per_label_f1"]["meme"]["new_f1"], 0.75)
     assert "+0.250" in render_comparison_markdown(cmp)
+
+
+def test_report_flags_thresholds_tuned_on_validation(tmp_path):
+    from classifier.train import OPTIMISTIC_NOTE
+
+    ev = _evaluation("v1", 0.5)
+    ev["data"].update(n_tune=0, tuned_on="validation", tuning_warning=OPTIMISTIC_NOTE)
+    ev["tuning"] = {"tuned_on": "validation", "n_images": 3, "warning": OPTIMISTIC_NOTE}
+    md = write_report(ev, tmp_path / "v1")["markdown"].read_text()
+    assert f"**Warning: {OPTIMISTIC_NOTE}.**" in md and "metrics are optimistic" in md

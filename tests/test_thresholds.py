@@ -44,16 +44,16 @@ def test_f1_curve_matches_a_direct_computation():
         assert np.isclose(f, 2 * tp / (2 * tp + fp + fn))
 
 
-def test_labels_with_few_validation_positives_keep_the_default():
+def test_labels_with_few_tuning_positives_keep_the_default():
     y = np.array([[1, 1], [1, 0], [1, 1], [0, 0], [0, 0], [0, 0]], np.float32)
     mask = np.ones_like(y, bool)
     mask[2, 1] = False  # the second label's third positive is unknown (a tie)
     p = np.array([[0.9, 0.95], [0.8, 0.1], [0.7, 0.9], [0.2, 0.3], [0.1, 0.2], [0.3, 0.1]])
     tuned = tune_label_thresholds(y, mask, p, ["a", "b"], min_positives=3)
-    assert tuned["a"].source == "validation" and 0.3 < tuned["a"].threshold <= 0.7
-    assert tuned["a"].val_f1 == 1.0
+    assert tuned["a"].source == "tuned" and 0.3 < tuned["a"].threshold <= 0.7
+    assert tuned["a"].f1 == 1.0
     assert tuned["b"].source == "default" and tuned["b"].threshold == DEFAULT_THRESHOLD
-    assert tuned["b"].val_positives == 1
+    assert tuned["b"].positives == 1
 
 
 def test_sender_confidence_reaches_target_precision():

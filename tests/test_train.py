@@ -230,6 +230,63 @@ def test_heads_learn_categories_and_senders(trained):
     assert ckpt.metrics["score"] == ev["summary"]["score"]
 
 
+def test_tuning_never_sees_validation(trained):
+    """Thresholds, temperature and the confidence line come from tune outputs alone: retraining
+    with every validation answer scrambled leaves them (and the heads) exactly as they were."""
+    from classifier.train import calibrate_and_tune, predict_heads, prepare_data
+
+    root, examples, first = trained
+    model_cfg, train_cfg = _cfgs()
+    prepared = first.prepared
+    assert prepared.tuned_on == "tune" and first.evaluation["tuning"]["tuned_on"] == "tune"
+    assert first.evaluation["data"]["tuning_warning"] is None
+    tune_sha = {e.sha256 for e in prepared.tune}
+    val_sha = {e.sha256 for e in prepared.val}
+    train_sha = {e.sha256 for e in prepared.train}
+    assert len(tune_sha) == 23 and len(val_sha) == 30 and len(train_sha) == 97
+    assert not tune_sha & val_sha and not train_sha & (tune_sha | val_sha)
+    assert first.evaluation["tuning"]["n_images"] == 23
+    assert max(e.posted_at for e in prepared.tune) < min(e.posted_at for e in prepared.val)
+
+    # Fitting on the tune outputs alone reproduces the checkpoint's decision settings.
+    from classifier.checkpoint import build_model
+
+    model, _ = build_model(first.checkpoint, model_cfg)
+    cache = EmbeddingCache(root / "cache", first.evaluation["data"]["embedding_cache_key"])
+    logits, probs = predict_heads(model.heads, cache.get_many([e.sha256 for e in prepared.tune]))
+    refit = calibrate_and_tune(prepared, prepared.tune, logits, probs, train_cfg)
+    assert refit["thresholds"] == first.checkpoint.thresholds
+    assert refit["temperature"] == first.checkpoint.temperature
+    assert refit["sender_confidence"]["min_confidence"] == first.checkpoint.sender_min_confidence
+
+    # Scramble every validation answer (labels flipped, senders rotated) and train again.
+    rotate = dict(zip(SENDERS, SENDERS[1:] + SENDERS[:1], strict=True))
+    scrambled = [
+        dataclasses.replace(e, sender=rotate[e.sender], label_targets=1.0 - e.label_targets)
+        if e.sha256 in val_sha
+        else e
+        for e in examples
+    ]
+    assert [e.sha256 for e in prepare_data(scrambled, LABELS, train_cfg).val] == [
+        e.sha256 for e in prepared.val
+    ]
+    again = train_model(
+        scrambled,
+        labels=LABELS,
+        model_cfg=model_cfg,
+        train_cfg=train_cfg,
+        cache_dir=root / "cache",
+        now=NOW,
+    )
+    ckpt, old = again.checkpoint, first.checkpoint
+    assert ckpt.thresholds == old.thresholds
+    assert ckpt.temperature == old.temperature
+    assert ckpt.sender_min_confidence == old.sender_min_confidence
+    assert ckpt.version == old.version  # same heads: training never saw validation either
+    # ... while validation itself did change, so it is what the metrics are computed on.
+    assert again.evaluation["categories"]["macro_f1"] < first.evaluation["categories"]["macro_f1"]
+
+
 def test_saved_checkpoint_scores_the_same(trained, tmp_path):
     from classifier.checkpoint import load_checkpoint, save_checkpoint
     from classifier.train import prepare_data
@@ -243,6 +300,22 @@ def test_saved_checkpoint_scores_the_same(trained, tmp_path):
         load_checkpoint(path), prepared, model_cfg=model_cfg, cache_dir=root / "cache"
     )
     assert np.isclose(ev["summary"]["score"], result.evaluation["summary"]["score"])
+
+
+def test_undecodable_validation_image_is_left_out(trained, tmp_path):
+    from classifier.train import prepare_data
+
+    root, examples, result = trained
+    model_cfg, train_cfg = _cfgs()
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    newest = max(range(len(examples)), key=lambda i: examples[i].posted_at)
+    changed = list(examples)
+    changed[newest] = dataclasses.replace(examples[newest], sha256="0" * 64, path=broken)
+    prepared = prepare_data(changed, LABELS, train_cfg)
+    ev = evaluate_checkpoint(result.checkpoint, prepared, model_cfg=model_cfg, cache_dir=None)
+    assert ev["n_val"] == 29 and ev["data"]["n_val"] == 30
+    assert ev["tuning"]["tuned_on"] == "tune"  # how this checkpoint was tuned
 
 
 def test_rare_labels_are_not_emitted(tmp_path):
@@ -260,6 +333,12 @@ def test_rare_labels_are_not_emitted(tmp_path):
     )
     assert "news" not in result.checkpoint.emitted_labels
     assert result.evaluation["data"]["not_emitted"] == {"news": 2}
+    # 40 images leave 6 for a tune part: too few, so thresholds are tuned on validation, loudly.
+    data = result.evaluation["data"]
+    assert data["tuned_on"] == "validation" and data["n_tune"] == 0 and data["n_train"] == 32
+    assert "metrics are optimistic" in data["tuning_warning"]
+    assert result.evaluation["tuning"]["n_images"] == 8
+    assert result.checkpoint.data_summary["tuned_on"] == "validation"
     assert not result.evaluation["categories"]["per_label"]["news"]["emitted"]
 
 

@@ -118,6 +118,9 @@ def test_train_eval_models_end_to_end(store, capsys):
     assert code == 0, err
     assert "promoted     yes: no current model" in out
     assert "repost leaks 0" in out
+    assert "images       120: train 78, tune 18 (from " in out and "validation 24" in out
+    assert "fitted on the 18 tune images; validation only scored" in out
+    assert "optimistic" not in out
     first = asyncio.run(_current(data))
     assert first is not None and first.path == f"models/{first.version}.pt"
     assert (data / first.path).is_file()
@@ -184,12 +187,19 @@ def test_promote_flag_and_promotion_of_a_better_model(store, capsys):
     code, out, err = _run(capsys, *base, "train", "--no-progress", "--epochs", "1", "--json")
     assert code == 0, err
     weak = json.loads(out)
+    assert weak["tuning"]["tuned_on"] == "validation" and weak["data"]["n_tune"] == 0
     code, out, err = _run(capsys, *base, "train", "--no-progress", "--json")
     assert code == 0, err
     strong = json.loads(out)
     assert strong["promoted"], strong["promotion_reason"]
     code, out, err = _run(capsys, *base, "train", "--no-progress", "--epochs", "1", "--promote")
     assert code == 0 and "promoted     yes: --promote given" in out
+    # 60 images leave 9 for a tune part: too few, and the summary says what that means.
+    assert "train 48, tune 0" in out
+    assert (
+        "warning      thresholds tuned on validation: too few images for a tune split — "
+        "metrics are optimistic" in out
+    )
     assert weak["summary"]["n_val"] == strong["summary"]["n_val"] == 12
 
 

@@ -4,7 +4,9 @@ current model. Only wiring: the work is in classifier.train / evaluate / report.
 Promotion rule: a new model becomes current when ``--promote`` is given, when there is no current
 model, when the current one can't be loaded or no longer fits the config, or when it is not worse
 than the current one on the SAME validation set (the new run's split): its score, category
-macro-F1 + sender macro-F1, is at least the current model's.
+macro-F1 + sender macro-F1, is at least the current model's. The new model's thresholds were fitted
+on the tune part just before that validation set, never on it (unless the store is too small for
+a tune part, which the summary flags).
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train a model from the stored images and labels",
         description="Train the category and sender heads from every stored image. Stage 1 "
         "(default) keeps the backbone frozen and caches its embeddings, so a retrain only embeds "
-        "new images. The newest [train] val_fraction of images validate; the new model becomes "
-        "current if it is not worse than the current one on that same validation set.",
+        "new images. The newest [train] val_fraction of images validate, the [train] "
+        "tune_fraction before them fit the decision thresholds and calibration, the rest train; "
+        "the new model becomes current if it is not worse than the current one on that same "
+        "validation set.",
     )
     train.add_argument(
         "--finetune",
@@ -335,6 +339,7 @@ def _train_summary(result, seconds: float, promoted: bool, why: str, path: Path,
         },
         "baselines": ev["baselines"],
         "calibration": ev["calibration"],
+        "tuning": ev.get("tuning"),
         "promoted": promoted,
         "promotion_reason": why,
         "model_path": str(path),
@@ -347,20 +352,29 @@ def _print_train_summary(s: dict) -> None:
     stage = "fine-tuned end to end" if s["stage"] == "finetune" else "heads on frozen embeddings"
     print(f"trained {s['version']} ({stage}) in {s['seconds']:.1f}s")
     print(
-        f"  images       {d['n_images']}: train {d['n_train']}, validation {d['n_val']}"
+        f"  images       {d['n_images']}: train {d['n_train']}, tune {d['n_tune']}"
+        f" (from {d['tune_cutoff'] or '–'}), validation {d['n_val']}"
         f" (newest, from {d['cutoff'] or '–'})"
     )
     print(
-        f"  repost leaks {d['dropped_leaks']} training images dropped (near-duplicates of "
-        "validation images)"
+        f"  repost leaks {d['dropped_leaks']} training images dropped (near-duplicates of tune "
+        f"or validation images), {d['dropped_tune_leaks']} tune images (of validation images)"
     )
+    if d["tuned_on"] == "tune":
+        print(
+            f"  tuning       thresholds, temperature and confidence line fitted on the "
+            f"{d['n_tune']} tune images; validation only scored"
+        )
+    else:
+        print(f"  warning      {d['tuning_warning']}")
     print(
         f"  embeddings   {d.get('embedded_new', 0)} new, {d.get('embedded_cached', 0)} cached"
         + (f", {d['failed_images']} undecodable" if d.get("failed_images") else "")
     )
     print(
         f"  labelled     {d['n_category_labelled_train']} train / "
-        f"{d['n_category_labelled_val']} validation images with categories"
+        f"{d['n_category_labelled_tune']} tune / {d['n_category_labelled_val']} validation "
+        "images with categories"
     )
     print(f"  senders      {len(d['senders'])}: {', '.join(d['senders'])}")
     print(f"  labels       emitted: {', '.join(d['emitted_labels']) or 'none'}")
@@ -447,6 +461,8 @@ def handle_eval(args: argparse.Namespace, cfg: AppConfig) -> int:
         f"evaluated {record.version} on {evaluation['n_val']} validation images "
         f"(from {d['cutoff'] or '–'}; {d['dropped_leaks']} repost leaks dropped from training)"
     )
+    if d.get("tuning_warning"):
+        print(f"  warning      {d['tuning_warning']}")
     print(
         f"  categories   macro-F1 {_f(s['category_macro_f1'])} · micro-F1 "
         f"{_f(s['category_micro_f1'])} · mAP {_f(s['category_map'])}"

@@ -263,3 +263,40 @@ def test_predictor_thread_count_untouched(ckpt, cfg, images):
     predictor.predict_files(images[:2])
     predictor.close()
     assert torch.get_num_threads() == before
+
+
+def test_centre_crop_decoded_directly_matches_the_transform(ckpt, cfg, images, tmp_path):
+    import numpy as np
+    from ml_helpers import screenshot_like
+
+    import classifier.predictor as mod
+    from classifier.imaging import load_rgb
+
+    tall = tmp_path / "tall.png"
+    screenshot_like(90, 700, seed=4).save(tall)
+    sources = [*images, tall]
+    predictor = Predictor(ckpt, cfg, max_batch=16)  # 8 images: the model runs 4 + 4
+    try:
+        bundle = predictor._get()
+        assert bundle.crop is not None and (bundle.crop.resize_to, bundle.crop.crop) == (67, 64)
+        for src in sources:
+            fast = mod._prepare(bundle, src)
+            slow = bundle.transform(load_rgb(src, max_pixels=cfg.max_pixels, min_side=67))
+            diff = (fast - slow).abs() * float(np.mean(ckpt.data_config["std"])) * 255
+            assert fast.shape == slow.shape and diff.max() <= 4 and diff.mean() < 0.1, src
+        batched = predictor.predict_files(sources)
+        single = [predictor.predict_files([s])[0] for s in sources]
+    finally:
+        predictor.close()
+    assert all(_same(a, b) for a, b in zip(batched, single, strict=True))
+
+
+def test_letterbox_model_uses_the_whole_transform(images):
+    boxed_cfg = tiny_model_config(resize="letterbox")
+    predictor = Predictor(make_checkpoint(boxed_cfg, finetuned=True, seed=2), boxed_cfg)
+    try:
+        assert predictor._get().crop is None
+        results = predictor.predict_files(images[:3])
+    finally:
+        predictor.close()
+    assert all(isinstance(r, Result) for r in results)

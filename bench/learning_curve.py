@@ -24,7 +24,6 @@ import logging
 import random
 import sys
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +41,7 @@ from classifier.train import (  # noqa: E402
     predict_heads,
     train_heads,
 )
+from memetag.demo import make_demo_chat  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -53,125 +53,11 @@ HELDOUT_SEED = 12345
 
 # --- the demo data set -------------------------------------------------------------------------
 
-DEMO_LABELS = ("meme", "social_media", "comic_strip", "news", "photo", "tv_cartoon")
-DEMO_SENDERS = ("Person A", "Person B", "Person C", "Person D")
-# Each member has favourite categories, so the sender is learnable from the picture too.
-_TASTE = {
-    "Person A": (5, 1, 1, 1, 1, 4),
-    "Person B": (1, 5, 1, 3, 1, 1),
-    "Person C": (1, 1, 5, 1, 3, 1),
-    "Person D": (2, 2, 1, 1, 5, 1),
-}
-
-
-def _text_lines(draw, rng: random.Random, box: tuple[int, int, int, int], colour, gap=9) -> None:
-    """Text-like stripes: short dark bars of uneven length, like lines of words."""
-    x0, y0, x1, y1 = box
-    for y in range(y0, y1 - 4, gap):
-        x = x0
-        while x < x1 - 10:
-            w = rng.randint(6, 22)
-            draw.rectangle([x, y, min(x + w, x1), y + 3], fill=colour)
-            x += w + rng.randint(3, 6)
-            if rng.random() < 0.12:
-                break
-
-
-def _photo(nrng: np.random.Generator, size: int):
-    from PIL import Image
-
-    base = nrng.integers(40, 220, size=(4, 4, 3)).astype(np.uint8)
-    img = Image.fromarray(base).resize((size, size), Image.Resampling.BICUBIC)
-    arr = np.asarray(img, dtype=np.int16) + nrng.integers(-18, 18, (size, size, 3))
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-
-
-def draw_demo_image(labels: tuple[str, ...], seed: int, size: int = 192):
-    """A synthetic image whose look depends on its categories, with enough variation (colours,
-    dark mode, photo-like meme pictures, random crops) that a few examples are not enough."""
-    from PIL import Image, ImageDraw
-
-    rng = random.Random(seed)
-    nrng = np.random.default_rng(seed)
-    primary = labels[0]
-    dark = rng.random() < 0.3
-    page = (28, 30, 36) if dark else (248, 248, 248)
-    ink = (225, 225, 225) if dark else (20, 20, 20)
-    if primary in ("photo", "meme"):
-        img = _photo(nrng, size)  # a meme is a photo with a caption: they share a look
-    elif primary == "tv_cartoon":
-        img = Image.new("RGB", (size, size), tuple(rng.randint(60, 255) for _ in range(3)))
-    else:
-        img = Image.new("RGB", (size, size), page)
-    draw = ImageDraw.Draw(img)
-    if "tv_cartoon" in labels:
-        for _ in range(rng.randint(2, 4)):  # flat saturated blobs with bold outlines
-            r = rng.randint(size // 10, size // 4)
-            cx, cy = rng.randint(r, size - r), rng.randint(r, size - r)
-            fill = rng.choice([(255, 210, 0), (240, 80, 160), (60, 200, 90), (250, 130, 30)])
-            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill, outline=(0, 0, 0), width=4)
-    if "comic_strip" in labels:
-        n = rng.choice([2, 3, 4])
-        w = (size - 8) // n
-        top = rng.randint(10, 40)
-        for i in range(n):  # panels with thick borders and a speech bubble
-            x = 4 + i * w
-            draw.rectangle([x, top, x + w - 4, size - top], outline=ink, width=3)
-            draw.ellipse([x + 6, top + 6, x + w - 10, top + 40], fill=page, outline=ink)
-            _text_lines(draw, rng, (x + 12, top + 16, x + w - 16, top + 34), ink, gap=7)
-    if "social_media" in labels:
-        avatar = tuple(rng.randint(0, 255) for _ in range(3))
-        draw.ellipse([10, 10, 42, 42], fill=avatar)
-        _text_lines(draw, rng, (50, 16, size - 10, 40), ink)
-        _text_lines(draw, rng, (10, 52, size - 10, size - rng.randint(30, 90)), ink)
-        draw.rectangle([10, size - 26, size - 10, size - 24], fill=(128, 128, 128))
-    if "news" in labels:
-        masthead = rng.choice([(170, 20, 30), (20, 40, 120), (15, 15, 15), (200, 120, 0)])
-        draw.rectangle([0, 0, size, rng.randint(18, 30)], fill=masthead)
-        block = tuple(rng.randint(60, 200) for _ in range(3))
-        draw.rectangle([10, 36, size // 2, size // 2 + rng.randint(-20, 40)], fill=block)
-        _text_lines(draw, rng, (size // 2 + 8, 36, size - 8, size - 10), ink)
-    if "meme" in labels:
-        band = rng.randint(24, 40)
-        draw.rectangle([0, 0, size, band], fill=(255, 255, 255))  # caption bands
-        _text_lines(draw, rng, (12, 8, size - 12, band - 4), (0, 0, 0), gap=10)
-        if rng.random() < 0.6:
-            draw.rectangle([0, size - band, size, size], fill=(255, 255, 255))
-            _text_lines(draw, rng, (12, size - band + 6, size - 12, size - 4), (0, 0, 0), gap=10)
-    elif primary == "photo" and rng.random() < 0.25:
-        _text_lines(draw, rng, (10, size - 22, size // 2, size - 8), (255, 255, 255))  # a caption
-    # A random crop, as screenshots and reposts are rarely framed the same way twice.
-    scale = rng.uniform(0.75, 1.0)
-    w = int(size * scale)
-    x, y = rng.randint(0, size - w), rng.randint(0, size - w)
-    return img.crop((x, y, x + w, y + w)).resize((size, size), Image.Resampling.BILINEAR)
-
 
 def make_demo_csv(directory: Path, n: int = 600, seed: int = 0) -> Path:
-    """Write ``n`` synthetic labelled images and ``labels.csv`` into ``directory``."""
-    rng = random.Random(seed)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "images").mkdir(exist_ok=True)
-    t0 = datetime(2023, 1, 1, tzinfo=UTC)
-    rows = []
-    for i in range(n):
-        sender = rng.choice(DEMO_SENDERS)
-        primary = rng.choices(DEMO_LABELS, weights=_TASTE[sender])[0]
-        labels = [primary]
-        if primary != "meme" and rng.random() < 0.2:
-            labels.append("meme")  # memes are made of everything
-        if primary == "meme" and rng.random() < 0.3:
-            labels.append("tv_cartoon")
-        name = f"images/{i:05d}.png"
-        draw_demo_image(tuple(labels), seed * 1_000_003 + i).save(directory / name)
-        when = t0 + timedelta(hours=13 * i + rng.randint(0, 12))
-        rows.append((name, sender, " ".join(labels), when.isoformat()))
-    path = directory / "labels.csv"
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["filename", "sender", "labels", "timestamp"])
-        writer.writerows(rows)
-    return path
+    """Write ``n`` images of the synthetic demo chat and its ``labels.csv`` into ``directory``."""
+    make_demo_chat(directory, images=n, seed=seed)
+    return directory / "labels.csv"
 
 
 # --- the curve ---------------------------------------------------------------------------------

@@ -114,6 +114,7 @@ def _progress(enabled: bool):
                 file=sys.stderr,
                 dynamic_ncols=True,
                 unit="img" if stage in ("embed", "score") else "step",
+                disable=None,  # no bar when stderr is not a terminal (logs, CI)
             )
         bar.n = done
         bar.refresh()

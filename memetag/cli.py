@@ -25,19 +25,12 @@ COMMAND_MODULES = (
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Every package's error base: shown as one line, exit 1, never a traceback."""
+    from classifier.errors import ClassifierError
+    from ingest.errors import IngestError
     from memetag.errors import MemetagError
     from store.errors import StoreError
 
-    errors: list[type[BaseException]] = [MemetagError, StoreError]
-    for module, name in (
-        ("ingest.errors", "IngestError"),
-        ("classifier.errors", "ClassifierError"),
-    ):
-        try:
-            errors.append(getattr(importlib.import_module(module), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
+    return (MemetagError, StoreError, IngestError, ClassifierError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,13 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

@@ -249,7 +249,7 @@ async def fetch_images(
                 data = await _bytes_for(post, reader, reader_lock, fetcher, max_bytes)
                 info = await asyncio.to_thread(inspect_image, data, max_pixels=max_pixels)
                 await asyncio.to_thread(files.write, info.sha256, info.ext, data)
-                _, is_new = await record_stored(
+                outcome = await record_stored(
                     db,
                     post.id,
                     StoredImage(
@@ -263,7 +263,7 @@ async def fetch_images(
                     ),
                 )
                 summary.stored += 1
-                if is_new:
+                if outcome.is_new:
                     summary.new_images += 1
                 else:
                     summary.duplicates += 1

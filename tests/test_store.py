@@ -85,10 +85,11 @@ async def test_record_stored_dedupes_and_applies_labels(db):
     await posts.insert_posts(db, [_post("a", labels_=["meme"]), _post("b", labels_=["news"])], {})
     pa, pb = await posts.list_posts_to_fetch(db)
     sha = "ab" * 32
-    image_id, new = await posts.record_stored(db, pa.id, _img(sha))
-    assert new
-    image_id2, new2 = await posts.record_stored(db, pb.id, _img(sha))
-    assert (image_id2, new2) == (image_id, False)
+    first = await posts.record_stored(db, pa.id, _img(sha))
+    assert first.is_new
+    image_id = first.image_id
+    second = await posts.record_stored(db, pb.id, _img(sha))
+    assert (second.image_id, second.is_new) == (image_id, False)
     votes = await labels.list_votes_for_image(db, image_id)
     assert sorted(v.label for v in votes) == ["meme", "news"]
     assert await posts.list_posts_to_fetch(db) == []
@@ -119,7 +120,7 @@ async def test_votes_net_and_labelled_view(db):
         {},
     )
     pa, pb = await posts.list_posts_to_fetch(db)
-    image_id, _ = await posts.record_stored(db, pa.id, _img("cd" * 32))
+    image_id = (await posts.record_stored(db, pa.id, _img("cd" * 32))).image_id
     await posts.record_stored(db, pb.id, _img("cd" * 32))
     await labels.add_vote(db, image_id, "meme", "u1", 1, "reaction")
     await labels.add_vote(db, image_id, "meme", "u2", 1, "reaction")

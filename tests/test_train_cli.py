@@ -78,7 +78,7 @@ async def fill_store(data_dir: Path, items) -> list[int]:
             stored = post_queries.StoredImage(
                 sha, str(imagehash.phash(img)), img.width, img.height, "PNG", "png", len(data)
             )
-            image_id, _ = await post_queries.record_stored(db, post.id, stored)
+            image_id = (await post_queries.record_stored(db, post.id, stored)).image_id
             image_ids.append(image_id)
     return image_ids
 

@@ -132,10 +132,16 @@ class StoredImage:
     bytes: int
 
 
-async def record_stored(db: Database, post_id: int, image: StoredImage) -> tuple[int, bool]:
+@dataclass(frozen=True)
+class StoreOutcome:
+    image_id: int
+    is_new: bool  # the image was not in the store before this post
+
+
+async def record_stored(db: Database, post_id: int, image: StoredImage) -> StoreOutcome:
     """Link a post to its (possibly already known) image and apply the post's own labels.
 
-    Returns (image id, whether the image is new to the store).
+    Returns the image's id and whether it is new to the store.
     """
     now = utcnow()
     async with db.transaction() as conn:
@@ -172,7 +178,7 @@ async def record_stored(db: Database, post_id: int, image: StoredImage) -> tuple
             " JOIN posts p ON p.id = pl.post_id WHERE pl.post_id = ?",
             (image_id, now, post_id),
         )
-    return image_id, is_new
+    return StoreOutcome(image_id=image_id, is_new=is_new)
 
 
 async def record_failure(

@@ -28,6 +28,7 @@ from ingest.download import (
 )
 from ingest.errors import DownloadError
 from ingest.images import inspect_image
+from tests.helpers.imagegen import HTML_PAGE
 from tests.helpers.imageserver import ImageServer
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -246,10 +247,8 @@ async def test_backoff_holds_no_concurrency_slot(
 async def test_never_ending_body_times_out(server: ImageServer, sleeps: RecordingSleep) -> None:
     async with create_session(allow_private=True, timeout_s=0.4) as short:
         downloader = Downloader(short, allow_private=True, retries=1, sleep=sleeps)
-        start = time.perf_counter()
         err = await reason_of(downloader, server.url("/endless"))
         assert err.reason == "timeout"
-        assert time.perf_counter() - start < 2.0
         assert server.hits["/endless"] == 2
         err = await reason_of(downloader, server.url("/stall"))
         assert err.reason == "timeout"
@@ -298,18 +297,17 @@ async def test_cap_aborts_mid_stream(
 async def test_must_be_image_abandons_html_early(
     server: ImageServer, downloader: Downloader
 ) -> None:
-    start = time.perf_counter()
     err = await reason_of(downloader, server.url("/html/slow"), must_be_image=True)
-    elapsed = time.perf_counter() - start
     assert err.reason == "not_image"
     assert "HTML" in err.detail
-    assert elapsed < 1.0  # the whole page takes 2 s to send
     for _ in range(100):
         if server.disconnects["/html/slow"]:
             break
         await asyncio.sleep(0.02)
     assert server.disconnects["/html/slow"] == 1
     assert server.hits["/html/slow"] == 1
+    # The client hung up after the first chunks, not after the whole 200-chunk page.
+    assert server.bytes_sent["/html/slow"] < 20 * len(HTML_PAGE)
 
 
 # --- URLs and redirects -----------------------------------------------------------------------
@@ -591,8 +589,8 @@ async def test_fetch_many_callback_failure_cancels_the_rest(
         await asyncio.sleep(5)  # would make the test slow if not cancelled
 
     requests = [FetchRequest(server.url("/img/photo.jpg"), key=i) for i in range(10)]
-    start = time.perf_counter()
     with pytest.raises(ExceptionGroup) as group:
         await make_downloader(concurrency=2).fetch_many(requests, on_result, max_pending=3)
     assert group.group_contains(RuntimeError)
-    assert time.perf_counter() - start < 2.0
+    # Bounded pending work: the failure stopped the rest before most were even requested.
+    assert server.hits["/img/photo.jpg"] < len(requests)

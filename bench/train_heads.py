@@ -23,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
+from classifier.calibration import softmax  # noqa: E402
 from classifier.config import ModelConfig, TrainConfig  # noqa: E402
 from classifier.evaluate import label_metrics, sender_metrics  # noqa: E402
 from classifier.train import HeadData, predict_heads, train_heads  # noqa: E402
@@ -102,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu_seconds = time.process_time() - cpu_started
 
     sender_logits, label_probs = predict_heads(heads, held.features)
-    probs = np.exp(sender_logits - sender_logits.max(1, keepdims=True))
-    probs /= probs.sum(1, keepdims=True)
+    probs = softmax(sender_logits)
     snd = sender_metrics(
         held.sender_targets, probs, [str(i) for i in range(n_senders)], min_confidence=0.0
     )

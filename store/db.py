@@ -54,11 +54,13 @@ class Database:
             await self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self.conn
-            except BaseException:
-                await self.conn.execute("ROLLBACK")
-                raise
-            else:
                 await self.conn.execute("COMMIT")
+            except BaseException:
+                # Also when COMMIT itself failed: never leave the connection inside a
+                # transaction, or the next write would fail for a reason nobody can see.
+                if self.conn.in_transaction:
+                    await self.conn.execute("ROLLBACK")
+                raise
 
     async def fetchall(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         async with self.conn.execute(sql, params) as cur:
@@ -88,8 +90,29 @@ async def _migrate(db: Database) -> None:
         try:
             await db.conn.executescript(script)
         except sqlite3.Error as exc:
-            await db.conn.execute("ROLLBACK") if db.conn.in_transaction else None
+            if db.conn.in_transaction:
+                await db.conn.execute("ROLLBACK")
+            # Another process opening the same fresh store may have applied it first.
+            if await db.schema_version() >= number:
+                continue
             raise StoreError(f"{db.path}: migration {name} failed: {exc}") from None
+
+
+async def _check_readable(db: Database) -> None:
+    """A read-only open cannot migrate: refuse a store that is empty or of another schema."""
+    version = await db.schema_version()
+    if version == 0:
+        raise StoreError(f"{db.path}: no database here yet (run an ingest first)")
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{db.path}: database schema v{version} is newer than this memetag "
+            f"(v{SCHEMA_VERSION}); upgrade memetag"
+        )
+    if version < SCHEMA_VERSION:
+        raise StoreError(
+            f"{db.path}: database schema v{version} is older than this memetag "
+            f"(v{SCHEMA_VERSION}); run any ingest or train once to migrate it"
+        )
 
 
 @asynccontextmanager
@@ -113,6 +136,8 @@ async def open_database(path: Path, *, readonly: bool = False) -> AsyncIterator[
             await conn.execute("PRAGMA busy_timeout = 30000")
             if not readonly:
                 await _migrate(db)
+            else:
+                await _check_readable(db)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: not a memetag database: {exc}") from None
         yield db

@@ -179,3 +179,30 @@ async def test_a_second_connection_reads_while_a_write_is_open(tmp_path):
                 assert "Z" not in names
             finally:
                 reader.close()
+
+
+async def test_readonly_open_refuses_an_empty_or_foreign_schema(tmp_path):
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    with pytest.raises(StoreError, match="no database here yet"):
+        async with open_database(empty, readonly=True):
+            pass
+    newer = tmp_path / "newer.db"
+    con = sqlite3.connect(newer)
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    con.close()
+    with pytest.raises(StoreError, match="upgrade memetag"):
+        async with open_database(newer, readonly=True):
+            pass
+
+
+async def test_failed_commit_leaves_no_open_transaction(db):
+    await db.conn.execute(
+        "CREATE TABLE t (x INTEGER REFERENCES people(id) DEFERRABLE INITIALLY DEFERRED)"
+    )
+    with pytest.raises(sqlite3.IntegrityError):
+        async with db.transaction() as conn:
+            await conn.execute("INSERT INTO t (x) VALUES (12345)")  # fails only at COMMIT
+    assert not db.conn.in_transaction
+    async with db.transaction() as conn:  # the next write works
+        await conn.execute("INSERT INTO people (name, created_at) VALUES ('ok', 'now')")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -160,6 +161,30 @@ def _validate_ranges(origin: str, cfg: AppConfig) -> None:
         (cfg.model.resize in ("crop", "letterbox"), '[model] resize must be "crop" or "letterbox"'),
         (cfg.model.image_size >= 32, "[model] image_size must be at least 32"),
         (cfg.train.epochs >= 1, "[train] epochs must be at least 1"),
+        (
+            re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", cfg.model.device) is not None,
+            '[model] device must be "auto", "cpu", "cuda", "cuda:N" or "mps"',
+        ),
+        (cfg.model.batch_size >= 1, "[model] batch_size must be at least 1"),
+        (cfg.model.decode_workers >= 0, "[model] decode_workers must be 0 or more"),
+        (cfg.model.max_pixels > 0, "[model] max_pixels must be positive"),
+        (cfg.train.lr > 0, "[train] lr must be positive"),
+        (cfg.train.weight_decay >= 0, "[train] weight_decay must be 0 or more"),
+        (cfg.train.batch_size >= 1, "[train] batch_size must be at least 1"),
+        (cfg.train.min_posts_per_person >= 1, "[train] min_posts_per_person must be at least 1"),
+        (cfg.train.min_label_positives >= 1, "[train] min_label_positives must be at least 1"),
+        (0 <= cfg.train.phash_distance <= 64, "[train] phash_distance must be between 0 and 64"),
+        (cfg.train.finetune_epochs >= 1, "[train] finetune_epochs must be at least 1"),
+        (cfg.train.finetune_lr > 0, "[train] finetune_lr must be positive"),
+        (cfg.train.finetune_batch_size >= 1, "[train] finetune_batch_size must be at least 1"),
+        (
+            0 < cfg.train.finetune_layer_decay <= 1,
+            "[train] finetune_layer_decay must be above 0 and at most 1",
+        ),
+        (
+            0 < cfg.train.sender_target_precision <= 1,
+            "[train] sender_target_precision must be above 0 and at most 1",
+        ),
     ]
     for ok, message in checks:
         if not ok:

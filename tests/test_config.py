@@ -55,6 +55,10 @@ def test_config_toml_documents_every_key():
         ("[labels.Meme]\nemoji = 'x'\n", "label name 'Meme'"),
         ("[people]\n'123' = 5\n", "[people] 123: expected a string"),
         ("[ingest\n", "not valid TOML"),
+        ("[model]\ndevice = 'gpu'\n", "[model] device must be"),
+        ("[model]\nbatch_size = 0\n", "[model] batch_size must be at least 1"),
+        ("[train]\nfinetune_epochs = 0\n", "[train] finetune_epochs must be at least 1"),
+        ("[train]\nsender_target_precision = 1.5\n", "sender_target_precision must be"),
     ],
 )
 def test_bad_config_is_one_clear_line(tmp_path, toml, message):

@@ -154,3 +154,15 @@ def test_csv_ingest_with_labels_then_export_round_trip(data, tmp_path, capsys):
     assert mine[0]["timestamp"] == "2020-09-13T12:26:40Z"
     assert (data / mine[0]["filename"]).is_file()
     assert len(rows) == 4
+
+
+def test_unknown_conversation_and_zero_concurrency(data, tmp_path, capsys):
+    from tests.chatgen import hangouts_export
+
+    export = hangouts_export(tmp_path / "Hangouts.json", [])
+    assert _ingest(data, "hangouts", str(export), "--conversation", "typo") == 1
+    _one_line_error(capsys, "Hangouts.json", "'typo'", "--list")
+    assert _ingest(data, "hangouts", str(export), "--conversation", "Test chat") == 0
+    capsys.readouterr()
+    assert _ingest(data, "hangouts", str(export), "--concurrency", "0") == 1
+    _one_line_error(capsys, "--concurrency must be at least 1")

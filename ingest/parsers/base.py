@@ -43,9 +43,13 @@ class ParseStats:
 
     messages: int = 0
     image_items: int = 0
-    skipped: Counter = field(default_factory=Counter)  # reason -> count (video, sticker, voicemail…)
+    skipped: Counter = field(
+        default_factory=Counter
+    )  # reason -> count (video, sticker, voicemail…)
     bad_records: int = 0
     bad_examples: list[str] = field(default_factory=list)  # first few one-line descriptions
+    # Ids and names of the conversations a filter selected (Hangouts --conversation).
+    selected_conversations: set[str] = field(default_factory=set)
 
     def bad(self, description: str) -> None:
         self.bad_records += 1

@@ -420,6 +420,7 @@ def iter_posts(
     for conv, events in _guard(file, _iter_conversations(cur, stats)):
         if not _selected(conv, wanted):
             continue  # the walker drains the skipped events
+        stats.selected_conversations.update(n for n in (conv.id, conv.group_name, conv.name) if n)
         reader = _EventReader(conv, stats, skip_stickers)
         for event in events:
             posts = reader.posts(event)

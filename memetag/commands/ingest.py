@@ -134,6 +134,7 @@ def _hangouts_files(source) -> list[str]:
 def _parsed_posts(args: argparse.Namespace, cfg: AppConfig, stack: ExitStack, stats):
     """Open the export and return (iterator of ParsedPost, reader for bytes inside it)."""
     from ingest.archive import open_export
+    from ingest.errors import ParseError
     from ingest.parsers.detect import list_export_files
 
     path = Path(args.path)
@@ -159,6 +160,13 @@ def _parsed_posts(args: argparse.Namespace, cfg: AppConfig, stack: ExitStack, st
                         conversations=args.conversation,
                         skip_stickers=cfg.ingest.skip_stickers and not args.include_stickers,
                     )
+            unmatched = sorted(set(args.conversation or ()) - stats.selected_conversations)
+            if unmatched:
+                raise ParseError(
+                    str(path),
+                    f"no conversation with id or name {unmatched[0]!r} "
+                    "(expected one that `memetag ingest hangouts PATH --list` shows)",
+                )
 
         return gen_hangouts(), source
     if args.format == "gchat":
@@ -252,7 +260,7 @@ def _print_summary(summary, path: str) -> None:
 def handle_ingest(args: argparse.Namespace, cfg: AppConfig) -> int:
     if args.format == "hangouts" and args.list:
         return _list_conversations(args)
-    concurrency = args.concurrency or cfg.ingest.concurrency
+    concurrency = cfg.ingest.concurrency if args.concurrency is None else args.concurrency
     if concurrency < 1:
         raise UserError("--concurrency must be at least 1")
     return run_async(_ingest(args, cfg, concurrency))

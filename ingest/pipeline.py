@@ -14,6 +14,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -26,6 +27,7 @@ from ingest.errors import DownloadError, ImageRejected, IngestError
 from ingest.images import inspect_image
 from ingest.parsers.base import ParsedPost, ParseStats
 from store.db import Database
+from store.errors import StoreError
 from store.files import ImageFiles
 from store.queries.images import list_image_hashes
 from store.queries.posts import (
@@ -139,6 +141,18 @@ def _to_new_post(p: ParsedPost) -> NewPost:
     )
 
 
+def _one_line(group: BaseExceptionGroup, where: Path) -> BaseException:
+    """The first real error inside a TaskGroup's group, as the error the CLI shows in one line."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    if isinstance(first, (IngestError, StoreError)):
+        return first
+    if isinstance(first, (OSError, sqlite3.Error)):
+        return StoreError(f"{where}: cannot store images: {first}")
+    return first
+
+
 async def record_posts(
     db: Database,
     parsed: Iterable[ParsedPost],
@@ -156,7 +170,10 @@ async def record_posts(
     async def flush() -> None:
         if not batch:
             return
-        result = await insert_posts(db, batch, people)
+        try:
+            result = await insert_posts(db, batch, people)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{db.path}: cannot record posts: {exc}") from exc
         summary.new_posts += result.inserted
         summary.known_posts += result.already_known
         batch.clear()
@@ -286,9 +303,13 @@ async def fetch_images(
 
     if on_progress:
         on_progress("download", 0, total, 0)
-    async with asyncio.TaskGroup() as tg:
-        for post in todo:
-            tg.create_task(one(post))
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for post in todo:
+                tg.create_task(one(post))
+    except ExceptionGroup as group:
+        # A full disk or a locked database stops every download: say it in one line.
+        raise _one_line(group, files.root) from group
 
 
 async def run_ingest(

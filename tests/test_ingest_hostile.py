@@ -166,3 +166,20 @@ def test_unknown_conversation_and_zero_concurrency(data, tmp_path, capsys):
     capsys.readouterr()
     assert _ingest(data, "hangouts", str(export), "--concurrency", "0") == 1
     _one_line_error(capsys, "--concurrency must be at least 1")
+
+
+def test_unwritable_image_store_is_one_line_and_loses_nothing(data, tmp_path, capsys):
+    folder = tmp_path / "more"
+    folder.mkdir()
+    (folder / "new.png").write_bytes(make_image("PNG", seed=77))
+    images = data / "images"
+    moved = tmp_path / "images-moved"
+    images.rename(moved)
+    images.write_text("not a folder")  # every write into images/ now fails
+    assert _ingest(data, "folder", str(folder)) == 1
+    _one_line_error(capsys, "cannot store images")
+    images.unlink()
+    moved.rename(images)
+    assert _counts(data) == (4, 3, 3)  # the new post is recorded, still pending
+    assert _ingest(data, "folder", str(folder)) == 0  # and the re-run finishes it
+    assert _counts(data) == (4, 4, 4)

@@ -119,6 +119,8 @@ class ExportSource(ABC):
     archive entry named ``../../etc/passwd`` can neither be listed nor escape anything.
     """
 
+    is_archive = True  # zip/tar (and a bare file); a folder on disk says False
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.name = path.name or str(path)
@@ -195,6 +197,9 @@ class ExportSource(ABC):
 
 
 class _DirSource(ExportSource):
+    # The folder the user named is the root; an archive may wrap everything in one folder.
+    is_archive = False
+
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self._root = os.path.realpath(path)

@@ -183,3 +183,25 @@ def test_unwritable_image_store_is_one_line_and_loses_nothing(data, tmp_path, ca
     assert _counts(data) == (4, 3, 3)  # the new post is recorded, still pending
     assert _ingest(data, "folder", str(folder)) == 0  # and the re-run finishes it
     assert _counts(data) == (4, 4, 4)
+
+
+def test_two_folders_with_the_same_paths_and_labels_added_later(data, tmp_path, capsys):
+    for name, seed in (("A", 50), ("B", 51)):
+        (tmp_path / name / "funny").mkdir(parents=True)
+        (tmp_path / name / "funny" / "001.png").write_bytes(make_image("PNG", seed=seed))
+    assert _ingest(data, "folder", str(tmp_path / "A")) == 0
+    assert _ingest(data, "folder", str(tmp_path / "B")) == 0
+    assert _counts(data) == (5, 5, 5)  # B's image is not mistaken for A's
+    # A labels CSV for a folder already ingested as a tree adds its sender and labels.
+    (tmp_path / "A" / "labels.csv").write_text(
+        "filename,sender,labels,timestamp\nfunny/001.png,Person C,meme news,1600000000\n",
+        encoding="utf-8",
+    )
+    assert _ingest(data, "folder", str(tmp_path / "A" / "labels.csv")) == 0
+    assert _counts(data) == (5, 5, 5)
+    capsys.readouterr()
+    assert main(["--data", str(data), "export", "--csv", "-"]) == 0
+    rows = [r for r in csv.DictReader(io.StringIO(capsys.readouterr().out))]
+    mine = [r for r in rows if r["sender"] == "Person C"]
+    assert len(mine) == 1 and mine[0]["labels"] == "funny meme news"
+    assert mine[0]["timestamp"] == "2020-09-13T12:26:40Z"

@@ -23,16 +23,24 @@ def parse(path: Path, csv_member: str | None = None):
     return posts, stats
 
 
+def _ids(posts):
+    """(path part of the source id, labels); the id's other part is a hash of the bytes."""
+    return [(p.source_id.split(":", 1)[1], p.labels) for p in posts]
+
+
 def test_tree():
     posts, stats = parse(FIXTURE)
-    assert [(p.source_id, p.labels) for p in posts] == [
+    assert _ids(posts) == [
         ("cat/a.png", ("cat",)),
         ("cat/b.jpg", ("cat",)),
         ("dog/c.gif", ("dog",)),
         ("top.png", ()),  # top-level file: no label; notes.txt, labels.csv, .DS_Store skipped
     ]
     assert all(
-        p.local_ref == p.source_id and p.source == "folder" and p.author_ref is None for p in posts
+        p.local_ref == p.source_id.split(":", 1)[1]
+        and p.source == "folder"
+        and p.author_ref is None
+        for p in posts
     )
     assert stats.image_items == 4
 
@@ -45,17 +53,30 @@ def test_zipped_folder_root_is_not_a_label(tmp_path):
                 zf.write(path, "memes/" + path.relative_to(FIXTURE).as_posix())
         zf.writestr("__MACOSX/memes/._a.png", b"junk")
     posts, _ = parse(archive)
-    assert [(p.source_id, p.labels) for p in posts] == [
+    assert [(p.local_ref, p.labels) for p in posts] == [
         ("memes/cat/a.png", ("cat",)),
         ("memes/cat/b.jpg", ("cat",)),
         ("memes/dog/c.gif", ("dog",)),
         ("memes/top.png", ()),
     ]
+    # Zipped or unpacked, the same set keeps the same post ids.
+    unpacked, _ = parse(FIXTURE)
+    assert [p.source_id for p in posts] == [p.source_id for p in unpacked]
+
+
+def test_same_paths_in_two_folders_are_two_posts(tmp_path):
+    for name, content in (("A", b"first"), ("B", b"second")):
+        (tmp_path / name / "funny").mkdir(parents=True)
+        (tmp_path / name / "funny" / "001.png").write_bytes(content)
+    (a,), _ = parse(tmp_path / "A")
+    (b,), _ = parse(tmp_path / "B")
+    assert a.source_id != b.source_id
+    assert a.source_id.endswith(":funny/001.png") and b.source_id.endswith(":funny/001.png")
 
 
 def test_csv():
     posts, stats = parse(FIXTURE, "labels.csv")
-    assert [(p.source_id, p.labels, p.author_ref, p.posted_at) for p in posts] == [
+    assert [(p.local_ref, p.labels, p.author_ref, p.posted_at) for p in posts] == [
         (
             "cat/a.png",
             ("cat", "funny"),
@@ -82,7 +103,8 @@ def test_csv_in_subfolder_is_relative_to_it(tmp_path):
         "filename,sender,labels,timestamp\nx/1.png,,a b,\n../out.png,,a,\n"
     )
     posts, stats = parse(tmp_path, "set/labels.csv")
-    assert [(p.source_id, p.labels) for p in posts] == [("set/x/1.png", ("a", "b"))]
+    assert [(p.local_ref, p.labels) for p in posts] == [("set/x/1.png", ("a", "b"))]
+    assert posts[0].source_id == "missing:x/1.png"  # not on disk: the pipeline says so
     assert stats.bad_records == 1
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import posixpath
@@ -69,9 +70,27 @@ def _common_root(members: list[str]) -> str:
     return ""
 
 
+def _content_id(source: ExportSource, member: str, rel: str) -> str:
+    """A post id that names the file by its bytes and its place in the labelled set.
+
+    A folder has no message ids. Keying on the path alone would make two different folders
+    that both hold ``funny/001.png`` one post; the bytes tell them apart, and the same set
+    ingested again — from a zip or unpacked, from any location — keeps its ids.
+    """
+    if not source.exists(member):
+        return f"missing:{rel}"  # the pipeline records it as missing_file
+    digest = hashlib.sha256()
+    with source.open(member) as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"{digest.hexdigest()[:16]}:{rel}"
+
+
 def _iter_tree(source: ExportSource, stats: ParseStats) -> Iterator[ParsedPost]:
     members = sorted(m for m in source.iter_members() if not is_metadata(m))
-    root = _common_root(members)
+    # A zip of a labelled folder usually wraps it in one top folder, which is no label; a
+    # folder the user named is the root itself, even when it holds a single label folder.
+    root = _common_root(members) if source.is_archive else ""
     for member in members:
         rel = member[len(root) :]
         label = rel.split("/", 1)[0] if "/" in rel else None
@@ -79,7 +98,7 @@ def _iter_tree(source: ExportSource, stats: ParseStats) -> Iterator[ParsedPost]:
         stats.image_items += 1
         yield ParsedPost(
             source=SOURCE,
-            source_id=member,
+            source_id=_content_id(source, member, rel),
             conversation_id=None,
             conversation_name=None,
             author_ref=None,
@@ -136,7 +155,7 @@ def _iter_csv(source: ExportSource, csv_member: str, stats: ParseStats) -> Itera
                 stats.image_items += 1
                 yield ParsedPost(
                     source=SOURCE,
-                    source_id=member,
+                    source_id=_content_id(source, member, posixpath.relpath(member, base or ".")),
                     conversation_id=None,
                     conversation_name=None,
                     author_ref=cells["sender"] or None,

@@ -6,6 +6,8 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import aiosqlite
+
 from store.db import Database, utcnow
 from store.queries._convert import post_from_row, to_iso
 from store.queries.labels import ensure_label_ids
@@ -35,17 +37,14 @@ async def insert_posts(
     async with db.transaction() as conn:
         for post in posts:
             async with conn.execute(
-                "SELECT id, reaction_count FROM posts WHERE source = ? AND source_id = ?",
+                "SELECT id, reaction_count, author_id, posted_at, image_id FROM posts"
+                " WHERE source = ? AND source_id = ?",
                 (post.source, post.source_id),
             ) as cur:
                 row = await cur.fetchone()
             if row is not None:
                 known += 1
-                if post.reaction_count is not None and row[1] != post.reaction_count:
-                    await conn.execute(
-                        "UPDATE posts SET reaction_count = ?, updated_at = ? WHERE id = ?",
-                        (post.reaction_count, now, row[0]),
-                    )
+                await _refresh_known(conn, row, post, people, now)
                 continue
             author_id = None
             if post.author_ref is not None:
@@ -86,6 +85,52 @@ async def insert_posts(
                     [(post_id, label) for label in post.labels],
                 )
     return InsertResult(inserted=inserted, already_known=known)
+
+
+async def _refresh_known(
+    conn: aiosqlite.Connection, row, post: NewPost, people: Mapping[str, str], now: str
+) -> None:
+    """What a later export may add to a post already recorded: newer reaction counts, labels
+    (a labels CSV after the same folder was ingested as a tree), a sender or time it lacked."""
+    post_id, reactions, author_id, posted_at, image_id = row
+    if post.reaction_count is not None and reactions != post.reaction_count:
+        await conn.execute(
+            "UPDATE posts SET reaction_count = ?, updated_at = ? WHERE id = ?",
+            (post.reaction_count, now, post_id),
+        )
+    if author_id is None and post.author_ref is not None:
+        author_id = await resolve_person(
+            conn, post.author_source or post.source, post.author_ref, post.author_name, people
+        )
+        await conn.execute(
+            "UPDATE posts SET author_id = ?, updated_at = ? WHERE id = ?", (author_id, now, post_id)
+        )
+    if posted_at is None and post.posted_at is not None:
+        await conn.execute(
+            "UPDATE posts SET posted_at = ?, updated_at = ? WHERE id = ?",
+            (to_iso(post.posted_at), now, post_id),
+        )
+    if post.labels:
+        await ensure_label_ids(conn, post.labels)
+        await conn.executemany(
+            "INSERT OR IGNORE INTO post_labels (post_id, label) VALUES (?, ?)",
+            [(post_id, label) for label in post.labels],
+        )
+        if image_id is not None:
+            await _apply_post_labels(conn, image_id, post_id, now)
+
+
+async def _apply_post_labels(
+    conn: aiosqlite.Connection, image_id: int, post_id: int, now: str
+) -> None:
+    """The labels a post carried become 'ingest' votes on its image (once per source)."""
+    await conn.execute(
+        "INSERT OR IGNORE INTO label_votes (image_id, label_id, voter, vote, origin, created_at)"
+        " SELECT ?, l.id, 'ingest:' || p.source, 1, 'ingest', ?"
+        " FROM post_labels pl JOIN labels l ON l.name = pl.label"
+        " JOIN posts p ON p.id = pl.post_id WHERE pl.post_id = ?",
+        (image_id, now, post_id),
+    )
 
 
 async def list_posts_to_fetch(
@@ -171,13 +216,7 @@ async def record_stored(db: Database, post_id: int, image: StoredImage) -> Store
             " failure_detail = NULL, attempts = attempts + 1, updated_at = ? WHERE id = ?",
             (image_id, now, post_id),
         )
-        await conn.execute(
-            "INSERT OR IGNORE INTO label_votes (image_id, label_id, voter, vote, origin, created_at)"
-            " SELECT ?, l.id, 'ingest:' || p.source, 1, 'ingest', ?"
-            " FROM post_labels pl JOIN labels l ON l.name = pl.label"
-            " JOIN posts p ON p.id = pl.post_id WHERE pl.post_id = ?",
-            (image_id, now, post_id),
-        )
+        await _apply_post_labels(conn, image_id, post_id, now)
     return StoreOutcome(image_id=image_id, is_new=is_new)
 
 

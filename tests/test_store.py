@@ -206,3 +206,23 @@ async def test_failed_commit_leaves_no_open_transaction(db):
     assert not db.conn.in_transaction
     async with db.transaction() as conn:  # the next write works
         await conn.execute("INSERT INTO people (name, created_at) VALUES ('ok', 'now')")
+
+
+async def test_same_display_name_is_not_the_same_person(db):
+    def by(ref, name, source="discord"):
+        return NewPost(source, f"m-{ref}-{source}", "c", None, source, ref, name, None, None, None)
+
+    await posts.insert_posts(
+        db,
+        [by("111", "Alex"), by("222", "Alex"), by("Kappa", "Kappa", "folder")],
+        {"333": "Kappa", "444": "Kappa"},
+    )
+    await posts.insert_posts(
+        db,
+        [by("333", "k1"), by("444", "k2"), by("Kappa", "Kappa", "folder")],
+        {"333": "Kappa", "444": "Kappa"},
+    )
+    names = sorted(p.name for p in await people.list_people(db))
+    # Two accounts called Alex stay two people; [people] merges 333 and 444 on purpose, and a
+    # CSV sender named Kappa is that same Kappa.
+    assert names == ["Alex", "Alex (222)", "Kappa"]

@@ -20,6 +20,16 @@ async def _ensure_person(conn: aiosqlite.Connection, name: str) -> int:
     return int(row[0])
 
 
+async def _name_taken(conn: aiosqlite.Connection, name: str, source: str, ref: str) -> bool:
+    """Whether ``name`` already belongs to someone known under another alias."""
+    async with conn.execute(
+        "SELECT 1 FROM people p JOIN person_aliases a ON a.person_id = p.id"
+        " WHERE p.name = ? AND NOT (a.source = ? AND a.source_ref = ?) LIMIT 1",
+        (name, source, ref),
+    ) as cur:
+        return await cur.fetchone() is not None
+
+
 async def resolve_person(
     conn: aiosqlite.Connection,
     source: str,
@@ -40,7 +50,13 @@ async def resolve_person(
         row = await cur.fetchone()
     if row is not None and wanted is None:
         return int(row[0])
-    person_id = await _ensure_person(conn, wanted or display_name or source_ref)
+    name = wanted or display_name or source_ref
+    if wanted is None and name != source_ref and await _name_taken(conn, name, source, source_ref):
+        # Two accounts that merely share a display name (two "Alex", every "Deleted User") are
+        # not one person; only [people] merges ids. Sources whose id is the name (a CSV's
+        # sender column) do share it, on purpose.
+        name = f"{name} ({source_ref})"
+    person_id = await _ensure_person(conn, name)
     await conn.execute(
         "INSERT INTO person_aliases (source, source_ref, person_id, display_name)"
         " VALUES (?, ?, ?, ?) ON CONFLICT(source, source_ref) DO UPDATE SET"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,6 +12,7 @@ from typing import Any
 
 import torch
 
+from classifier.atomic import write_atomic
 from classifier.backbone import build_backbone
 from classifier.config import ModelConfig
 from classifier.errors import ModelError
@@ -78,17 +77,7 @@ def save_checkpoint(ckpt: Checkpoint, path: Path) -> None:
             payload[f.name] = _tensors(value) if value is not None else None
         else:
             payload[f.name] = _plain(value)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fp:
-            torch.save(payload, fp)
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    write_atomic(path, lambda fp: torch.save(payload, fp))
     log.info("saved checkpoint %s to %s", ckpt.version, path)
 
 
@@ -224,16 +213,3 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "tolist"):  # numpy array
         return value.tolist()
     return str(value)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # not supported on every filesystem; the replace itself is still atomic
-    finally:
-        os.close(fd)

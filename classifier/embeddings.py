@@ -15,15 +15,15 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from classifier.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -110,17 +110,8 @@ class EmbeddingCache:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def _write_atomic(self, name: str, write: Callable[[Any], None]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                write(fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.dir / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    def _write_atomic(self, name: str, write: Callable[[Any], object]) -> None:
+        write_atomic(self.dir / name, write)
 
     def _write_shard(self, name: str, shas: Sequence[str], feats: np.ndarray) -> None:
         self._write_atomic(

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from classifier.atomic import atomic_write
 from classifier.evaluate import summary_metrics
 
 log = logging.getLogger(__name__)
@@ -16,18 +15,6 @@ log = logging.getLogger(__name__)
 CONFUSION_PNG = "sender_confusion.png"
 THRESHOLDS_PNG = "label_f1_vs_threshold.png"
 RELIABILITY_PNG = "sender_reliability.png"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

@@ -235,9 +235,10 @@ def _decide_promotion(
 
 
 def handle_train(args: argparse.Namespace, cfg: AppConfig) -> int:
+    from classifier.atomic import atomic_write
     from classifier.checkpoint import save_checkpoint
     from classifier.dataset import build_examples
-    from classifier.report import atomic_write, compare_evaluations, write_comparison, write_report
+    from classifier.report import compare_evaluations, write_comparison, write_report
     from classifier.train import train_model
 
     overrides: dict[str, Any] = {}

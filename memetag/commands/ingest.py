@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
-from memetag.commands._common import UserError, run_async
+from memetag.commands._common import ProgressBars, UserError, run_async
 from memetag.config import AppConfig
 
 FORMATS = {
@@ -83,36 +83,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _progress_bars(enabled: bool):
-    """on_progress callback drawing one tqdm bar per phase, and a closer."""
-    from tqdm import tqdm
-
-    bars: dict[str, tqdm] = {}
+    """on_progress callback drawing one tqdm bar per phase (parse, download), and a closer."""
+    bars = ProgressBars(enabled, units={"parse": "post", "download": "img"})
 
     def on_progress(phase: str, done: int, total: int | None, failures: int) -> None:
-        if not enabled:
-            return
-        bar = bars.get(phase)
-        if bar is None:
-            unit = "post" if phase == "parse" else "img"
-            bar = bars[phase] = tqdm(
-                desc=phase,
-                total=total,
-                unit=unit,
-                file=sys.stderr,
-                dynamic_ncols=True,
-                disable=None,  # no bar when stderr is not a terminal (logs, CI)
-            )
-        if total is not None and bar.total != total:
-            bar.total = total
-        bar.n = done
-        bar.set_postfix(failures=failures, refresh=False)
-        bar.refresh()
+        bars.update(phase, done, total, failures=failures)
 
-    def close() -> None:
-        for bar in bars.values():
-            bar.close()
-
-    return on_progress, close
+    return on_progress, bars.close
 
 
 def _member_label(path: Path, member: str) -> str:

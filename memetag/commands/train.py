@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from memetag.commands._common import UserError, print_json, run_async
+from memetag.commands._common import ProgressBars, UserError, print_json, run_async
 from memetag.config import AppConfig
 
 
@@ -91,42 +91,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _progress(enabled: bool):
     """on_progress(stage, done, total) drawing one tqdm bar per stage, and a closer."""
-    from tqdm import tqdm
-
-    names = {
-        "embed": "embedding",
-        "heads": "heads (epochs)",
-        "finetune": "fine-tuning",
-        "score": "scoring",
-    }
-    bars: dict[str, Any] = {}
+    bars = ProgressBars(
+        enabled,
+        names={
+            "embed": "embedding",
+            "heads": "heads (epochs)",
+            "finetune": "fine-tuning",
+            "score": "scoring",
+        },
+        units={"embed": "img", "score": "img", "heads": "step", "finetune": "step"},
+    )
 
     def on_progress(stage: str, done: int, total: int) -> None:
-        if not enabled or total <= 0:
-            return
-        bar = bars.get(stage)
-        if bar is None or bar.total != total or bar.disable:
-            if bar is not None:
-                bar.close()
-            bar = bars[stage] = tqdm(
-                desc=names.get(stage, stage),
-                total=total,
-                file=sys.stderr,
-                dynamic_ncols=True,
-                unit="img" if stage in ("embed", "score") else "step",
-                disable=None,  # no bar when stderr is not a terminal (logs, CI)
-            )
-        bar.n = done
-        bar.refresh()
-        if done >= total:
-            bar.close()  # one stage at a time: finished bars stay, the next starts below
+        if total > 0:
+            bars.update(stage, done, total)
 
-    def close() -> None:
-        for bar in bars.values():
-            bar.close()
-        bars.clear()
-
-    return on_progress, close
+    return on_progress, bars.close
 
 
 async def _load_store(cfg: AppConfig, versions: tuple[str, ...] = ()):

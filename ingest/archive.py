@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
-from ingest.errors import ParseError
+from ingest.errors import MemberTooLarge, ParseError
 
 log = logging.getLogger(__name__)
 
@@ -171,13 +171,11 @@ class ExportSource(ABC):
         return io.BufferedReader(_SafeReader(raw, label), buffer_size=1 << 16)  # type: ignore[return-value]
 
     def read_bytes(self, member: str, max_bytes: int) -> bytes:
-        """The whole member; ParseError if it is larger than ``max_bytes``."""
+        """The whole member; MemberTooLarge if it is larger than ``max_bytes``."""
         with self.open(member) as f:
             data = f.read(max_bytes + 1)
         if len(data) > max_bytes:
-            raise ParseError(
-                f"{self.name}:{member}", f"file is larger than the {max_bytes}-byte limit"
-            )
+            raise MemberTooLarge(f"{self.name}:{member}", max_bytes)
         return data
 
     def close(self) -> None:  # noqa: B027 - optional hook, most sources hold nothing open

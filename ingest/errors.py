@@ -21,6 +21,14 @@ class ParseError(IngestError):
         super().__init__(f"{file}{where}: {message}")
 
 
+class MemberTooLarge(ParseError):
+    """One file inside an export is over the size limit; only that item fails, not the export."""
+
+    def __init__(self, file: str, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        super().__init__(file, f"file is larger than the {max_bytes}-byte limit")
+
+
 class DownloadError(IngestError):
     """A fetch failed for good; ``reason`` is a short machine-readable code (http_404, timeout...)."""
 

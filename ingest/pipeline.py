@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ingest.errors import DownloadError, ImageRejected, IngestError
+from ingest.errors import DownloadError, ImageRejected, IngestError, MemberTooLarge
 from ingest.images import inspect_image
 from ingest.parsers.base import ParsedPost, ParseStats
 from store.db import Database
@@ -217,11 +217,12 @@ async def _bytes_for(
                 raise DownloadError(post.local_ref, "missing_file", "not found in the export")
             try:
                 return await asyncio.to_thread(reader.read_bytes, post.local_ref, max_bytes)
+            except MemberTooLarge as exc:
+                raise DownloadError(post.local_ref, "too_large", str(exc)) from None
             except IngestError as exc:
-                # Too big, or the archive's data for this member is damaged: this post fails,
-                # the rest of the export goes on.
-                reason = "too_large" if "larger than" in str(exc) else "unreadable"
-                raise DownloadError(post.local_ref, reason, str(exc)) from None
+                # The archive's data for this member is damaged: this post fails, the rest of
+                # the export goes on.
+                raise DownloadError(post.local_ref, "unreadable", str(exc)) from None
     if post.url is None:
         raise DownloadError(post.source_id, "bad_url", "the post has neither a URL nor a file")
     if fetcher is None:

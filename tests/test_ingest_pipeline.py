@@ -161,3 +161,43 @@ def test_ingest_lock_is_exclusive(tmp_path):
         with pytest.raises(IngestError, match="another ingest is running"):
             with ingest_lock(tmp_path):
                 pass
+
+
+async def test_too_large_is_told_by_type_not_by_message_text(db, tmp_path):
+    from ingest.archive import open_export
+    from ingest.errors import ParseError
+
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "big.png").write_bytes(make_image("PNG", (256, 256), seed=5))
+    (export / "odd.png").write_bytes(make_image("PNG", seed=6))
+
+    class DamagedOdd:
+        """The real folder reader, except that one member's data is damaged."""
+
+        def __init__(self, source) -> None:
+            self.source = source
+
+        def exists(self, member: str) -> bool:
+            return self.source.exists(member)
+
+        def read_bytes(self, member: str, max_bytes: int) -> bytes:
+            if member == "odd.png":
+                # A damaged member whose message happens to say "larger than".
+                raise ParseError(member, "header says the block is larger than the file")
+            return self.source.read_bytes(member, max_bytes)
+
+    with open_export(export) as source:
+        async with create_session(allow_private=True, timeout_s=5) as session:
+            s = await run_ingest(
+                db,
+                ImageFiles(tmp_path / "images"),
+                [_post("m1:0", local="big.png"), _post("m2:0", local="odd.png")],
+                ParseStats(),
+                source="test",
+                people={},
+                reader=DamagedOdd(source),
+                fetcher=Downloader(session, allow_private=True),
+                max_bytes=64,
+            )
+    assert dict(s.failures) == {"too_large": 1, "unreadable": 1}

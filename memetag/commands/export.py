@@ -14,6 +14,9 @@ from memetag.commands._common import UserError, print_json, run_async
 from memetag.config import AppConfig
 
 EXPORT_HEADER = ["filename", "sender", "timestamp", "source", "labels", "conversation", "url"]
+# A spreadsheet runs a cell starting with one of these as a formula (OWASP's CSV injection
+# list); member-chosen names and URLs must not, so such cells are prefixed with an apostrophe.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,9 +25,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="write the labelled image list as CSV",
         description="Write one CSV row per stored image post: filename (relative to the data "
         "dir), sender, timestamp (ISO-8601 UTC), source, labels (space-separated), then "
-        "conversation and url. Labels are those with net votes > 0.",
+        "conversation and url. Labels are those with net votes > 0. Names and URLs come from "
+        "chat members, so a cell starting with =, +, -, @, a tab or a carriage return gets an "
+        "apostrophe in front, which stops a spreadsheet from running it as a formula; --raw "
+        "writes cells exactly as stored.",
     )
     p.add_argument("--csv", required=True, metavar="PATH|-", help="output file, or - for stdout")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="write cells as stored, without the apostrophe before formula-like cells "
+        "(for programs, not spreadsheets)",
+    )
     p.set_defaults(handler=handle_export)
 
     s = sub.add_parser(
@@ -41,11 +53,18 @@ def _fmt_ts(ts) -> str:
     return ts.isoformat().replace("+00:00", "Z") if ts else ""
 
 
-async def _write_rows(cfg: AppConfig, out) -> int:
+def neutralise_cell(value: str) -> str:
+    """``value`` with an apostrophe in front if a spreadsheet would read it as a formula."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
+async def _write_rows(cfg: AppConfig, out, *, raw: bool) -> int:
     from store.db import open_database
     from store.queries.reports import iter_export_rows
 
-    writer = csv.writer(out, lineterminator="\n")
+    # RFC 4180 "\r\n" rows: the csv module quotes a cell only when it holds a character of the
+    # line terminator, so with "\n" rows a name holding a lone "\r" would split its row.
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(EXPORT_HEADER)
     n = 0
     async with (
@@ -53,17 +72,16 @@ async def _write_rows(cfg: AppConfig, out) -> int:
         aclosing(iter_export_rows(db)) as rows,
     ):
         async for r in rows:
-            writer.writerow(
-                [
-                    r.filename,
-                    r.sender or "",
-                    _fmt_ts(r.timestamp),
-                    r.source,
-                    " ".join(r.labels),
-                    r.conversation or "",
-                    r.url or "",
-                ]
-            )
+            cells = [
+                r.filename,
+                r.sender or "",
+                _fmt_ts(r.timestamp),
+                r.source,
+                " ".join(r.labels),
+                r.conversation or "",
+                r.url or "",
+            ]
+            writer.writerow(cells if raw else [neutralise_cell(c) for c in cells])
             n += 1
     return n
 
@@ -72,7 +90,7 @@ def handle_export(args: argparse.Namespace, cfg: AppConfig) -> int:
     if not cfg.db_path.exists():
         raise UserError(f"{cfg.db_path}: no store here yet (run `memetag ingest` first)")
     if args.csv == "-":
-        n = run_async(_write_rows(cfg, sys.stdout))
+        n = run_async(_write_rows(cfg, sys.stdout, raw=args.raw))
         print(f"exported {n} rows", file=sys.stderr)
         return 0
     target = Path(args.csv)
@@ -84,7 +102,7 @@ def handle_export(args: argparse.Namespace, cfg: AppConfig) -> int:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            n = run_async(_write_rows(cfg, fh))
+            n = run_async(_write_rows(cfg, fh, raw=args.raw))
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

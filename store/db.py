@@ -1,21 +1,45 @@
-"""The Database object: one aiosqlite connection, WAL, foreign keys, numbered migrations."""
+"""The Database object: a write connection and a read connection (WAL), migrations, error mapping.
+
+Writes go through ``transaction()`` (``BEGIN IMMEDIATE`` on the write connection, one at a time).
+Reads (``fetchall``, ``fetchone``, ``iter_rows``) use a second connection, so a task reading
+while another task's transaction is open sees only committed rows — as another process would.
+A read made by the task that holds the transaction (or by a task it started inside the block)
+goes to the write connection, so a transaction always sees its own writes.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from urllib.parse import quote
 
 import aiosqlite
 
-from store.errors import StoreError
+from store.errors import DatabaseCorrupt, ReadOnlyStore, StoreError
 
 log = logging.getLogger(__name__)
+
+# SQLite primary result codes (https://sqlite.org/rescode.html).
+_SQLITE_READONLY = 8
+_SQLITE_IOERR = 10
+_SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
+_SQLITE_CANTOPEN = 14
+_SQLITE_NOTADB = 26
+
+# The Database whose transaction the current task (and the tasks it started) is inside.
+_TRANSACTION_OWNER: ContextVar[Database | None] = ContextVar(
+    "store_transaction_owner", default=None
+)
 
 
 def _migrations() -> list[tuple[int, str, str]]:
@@ -39,36 +63,138 @@ def utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-class Database:
-    """Owns the connection. Writes go through ``transaction()`` (BEGIN IMMEDIATE)."""
+def is_writable(path: Path) -> bool:
+    """Whether this user may write ``path`` (a file or folder) and create files beside it.
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
-        self.conn = conn
+    ``os.access`` answers for the real user and knows read-only mounts; for root it says yes to
+    any folder on a writable mount, and then nothing refuses the write either.
+    """
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    return not path.exists() or os.access(path, os.W_OK)
+
+
+def translate_error(exc: BaseException, path: Path) -> StoreError | None:
+    """The one-line store error a SQLite or OS failure means for a user, or None if none fits."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = None if code is None else code & 0xFF
+        if primary == _SQLITE_CORRUPT:
+            return DatabaseCorrupt(path)
+        if primary == _SQLITE_NOTADB:
+            return StoreError(f"{path}: not a memetag database: {exc}")
+        if primary in (_SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_IOERR) and not is_writable(path):
+            return _read_only(path)
+        if primary == _SQLITE_FULL:
+            return StoreError(f"{path}: the disk is full: {exc}")
+        return None
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return _read_only(Path(exc.filename) if exc.filename else path)
+        if exc.errno == errno.ENOSPC:
+            return StoreError(f"{path}: the disk is full")
+    return None
+
+
+def _read_only(path: Path) -> ReadOnlyStore:
+    return ReadOnlyStore(
+        path,
+        "read-only for this user — memetag writes the database, its -wal/-shm journal and its "
+        "lock file in the data dir, even to read; make the data dir writable or use a copy",
+    )
+
+
+class Database:
+    """Owns the connections. Writes go through ``transaction()`` (BEGIN IMMEDIATE)."""
+
+    def __init__(
+        self,
+        path: Path,
+        writer: aiosqlite.Connection | None,
+        reader: aiosqlite.Connection,
+    ) -> None:
         self.path = path
+        self._writer = writer
+        self._reader = reader
         self._write_lock = asyncio.Lock()
+
+    @property
+    def readonly(self) -> bool:
+        return self._writer is None
+
+    @property
+    def conn(self) -> aiosqlite.Connection:
+        """The write connection (migrations and tests); queries use ``transaction()``."""
+        if self._writer is None:
+            raise StoreError(f"{self.path}: the database was opened read-only")
+        return self._writer
+
+    def _read_conn(self) -> aiosqlite.Connection:
+        if self._writer is not None and _TRANSACTION_OWNER.get() is self:
+            return self._writer  # inside our own transaction: see our own writes
+        return self._reader
+
+    def _raise_translated(self, exc: BaseException) -> None:
+        translated = translate_error(exc, self.path)
+        if translated is not None:
+            raise translated from exc
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction; rolled back if the block raises (or is cancelled)."""
+        writer = self.conn
+        if _TRANSACTION_OWNER.get() is self:
+            raise RuntimeError("store transactions do not nest; use the connection you have")
         async with self._write_lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self.conn
-                await self.conn.execute("COMMIT")
-            except BaseException:
+                await writer.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                self._raise_translated(exc)
+                raise
+            token = _TRANSACTION_OWNER.set(self)
+            try:
+                yield writer
+                await writer.execute("COMMIT")
+            except BaseException as exc:
                 # Also when COMMIT itself failed: never leave the connection inside a
                 # transaction, or the next write would fail for a reason nobody can see.
-                if self.conn.in_transaction:
-                    await self.conn.execute("ROLLBACK")
+                if writer.in_transaction:
+                    try:
+                        await writer.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        log.warning("rollback failed on %s", self.path, exc_info=True)
+                self._raise_translated(exc)
                 raise
+            finally:
+                _TRANSACTION_OWNER.reset(token)
 
     async def fetchall(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
-        async with self.conn.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        try:
+            async with self._read_conn().execute(sql, params) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.Error as exc:
+            self._raise_translated(exc)
+            raise
 
     async def fetchone(self, sql: str, params: tuple | dict = ()) -> sqlite3.Row | None:
-        async with self.conn.execute(sql, params) as cur:
-            return await cur.fetchone()
+        try:
+            async with self._read_conn().execute(sql, params) as cur:
+                return await cur.fetchone()
+        except sqlite3.Error as exc:
+            self._raise_translated(exc)
+            raise
+
+    async def iter_rows(self, sql: str, params: tuple | dict = ()) -> AsyncIterator[sqlite3.Row]:
+        """Stream a large result row by row (use with ``contextlib.aclosing``)."""
+        try:
+            async with self._read_conn().execute(sql, params) as cur:
+                async for row in cur:
+                    yield row
+        except sqlite3.Error as exc:
+            self._raise_translated(exc)
+            raise
 
     async def schema_version(self) -> int:
         row = await self.fetchone("PRAGMA user_version")
@@ -95,6 +221,9 @@ async def _migrate(db: Database) -> None:
             # Another process opening the same fresh store may have applied it first.
             if await db.schema_version() >= number:
                 continue
+            translated = translate_error(exc, db.path)
+            if translated is not None:
+                raise translated from None
             raise StoreError(f"{db.path}: migration {name} failed: {exc}") from None
 
 
@@ -115,31 +244,69 @@ async def _check_readable(db: Database) -> None:
         )
 
 
+async def _connect(path: Path, *, readonly: bool) -> aiosqlite.Connection:
+    if readonly:
+        # mode=ro: the export and stats can never write, whatever a bug asks for.
+        target, uri = f"file:{quote(str(path.absolute()))}?mode=ro", True
+    else:
+        target, uri = str(path), False
+    conn = await aiosqlite.connect(target, uri=uri, isolation_level=None, timeout=30)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def _open_error(exc: sqlite3.Error, path: Path) -> StoreError:
+    translated = translate_error(exc, path)
+    if translated is not None:
+        return translated
+    return StoreError(f"{path}: cannot open database: {exc}")
+
+
 @asynccontextmanager
 async def open_database(path: Path, *, readonly: bool = False) -> AsyncIterator[Database]:
-    """Open (creating and migrating if needed) the SQLite database at ``path``."""
+    """Open (creating and migrating if needed) the SQLite database at ``path``.
+
+    Raises:
+        ReadOnlyStore: the data dir cannot be written by this user.
+        DatabaseCorrupt: SQLite reports damaged pages.
+        StoreError: anything else that makes the file unusable as a memetag store.
+    """
     path = Path(path)
     if readonly and not path.exists():
         raise StoreError(f"{path}: no database here yet (run an ingest first)")
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        conn = await aiosqlite.connect(path, isolation_level=None, timeout=30)
-    except sqlite3.Error as exc:
-        raise StoreError(f"{path}: cannot open database: {exc}") from None
-    conn.row_factory = sqlite3.Row
-    db = Database(conn, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise translate_error(exc, path) or StoreError(f"{path.parent}: {exc}") from None
+    if not readonly and not is_writable(path):
+        raise _read_only(path)
+    opened: list[aiosqlite.Connection] = []
     try:
         try:
-            await conn.execute("PRAGMA journal_mode = WAL")
-            await conn.execute("PRAGMA foreign_keys = ON")
-            await conn.execute("PRAGMA synchronous = NORMAL")
-            await conn.execute("PRAGMA busy_timeout = 30000")
-            if not readonly:
-                await _migrate(db)
-            else:
+            if readonly:
+                reader = await _connect(path, readonly=True)
+                opened.append(reader)
+                await reader.execute("PRAGMA busy_timeout = 30000")
+                db = Database(path, None, reader)
                 await _check_readable(db)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path}: not a memetag database: {exc}") from None
+            else:
+                writer = await _connect(path, readonly=False)
+                opened.append(writer)
+                await writer.execute("PRAGMA journal_mode = WAL")
+                await writer.execute("PRAGMA foreign_keys = ON")
+                await writer.execute("PRAGMA synchronous = NORMAL")
+                await writer.execute("PRAGMA busy_timeout = 30000")
+                reader = await _connect(path, readonly=False)
+                opened.append(reader)
+                await reader.execute("PRAGMA foreign_keys = ON")  # as the writer, for PRAGMA reads
+                await reader.execute("PRAGMA busy_timeout = 30000")
+                await reader.execute("PRAGMA query_only = ON")
+                db = Database(path, writer, reader)
+                await _migrate(db)
+        except sqlite3.Error as exc:
+            raise _open_error(exc, path) from None
         yield db
     finally:
-        await conn.close()
+        # The reader first: the last connection to close checkpoints the WAL and removes it.
+        for conn in reversed(opened):
+            await conn.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import UTC, datetime
 
@@ -226,3 +227,51 @@ async def test_same_display_name_is_not_the_same_person(db):
     # Two accounts called Alex stay two people; [people] merges 333 and 444 on purpose, and a
     # CSV sender named Kappa is that same Kappa.
     assert names == ["Alex", "Alex (222)", "Kappa"]
+
+
+async def test_a_reader_never_sees_another_tasks_uncommitted_writes(db):
+    inserted, release = asyncio.Event(), asyncio.Event()
+
+    async def writer() -> None:
+        async with db.transaction() as conn:
+            await conn.execute("INSERT INTO people (name, created_at) VALUES ('Unsaid', 'now')")
+            # The task holding the transaction reads its own write through the same API.
+            assert [p.name for p in await people.list_people(db)] == ["Unsaid"]
+            inserted.set()
+            await release.wait()
+            raise RuntimeError("changed my mind")
+
+    task = asyncio.create_task(writer())
+    await inserted.wait()
+    # Another task reads while that transaction is open: only committed rows.
+    assert await people.list_people(db) == []
+    assert await db.fetchone("SELECT 1 FROM people WHERE name = 'Unsaid'") is None
+    release.set()
+    with pytest.raises(RuntimeError):
+        await task
+    assert await people.list_people(db) == []  # rolled back: nobody ever saw it
+
+    async def committer() -> None:
+        async with db.transaction() as conn:
+            await conn.execute("INSERT INTO people (name, created_at) VALUES ('Said', 'now')")
+            inserted.set()
+            await release.wait()
+
+    inserted.clear()
+    release.clear()
+    task = asyncio.create_task(committer())
+    await inserted.wait()
+    assert await people.list_people(db) == []
+    release.set()
+    await task
+    assert [p.name for p in await people.list_people(db)] == ["Said"]  # visible once committed
+
+
+async def test_readonly_open_cannot_write(tmp_path):
+    path = tmp_path / "m.db"
+    async with open_database(path) as db:
+        await posts.insert_posts(db, [_post("a")], {})
+    async with open_database(path, readonly=True) as db:
+        assert len(await posts.list_posts(db)) == 1
+        with pytest.raises(StoreError, match="read-only"):
+            await posts.insert_posts(db, [_post("b")], {})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from store.db import Database
 from store.queries._convert import from_iso
@@ -18,14 +19,15 @@ async def iter_export_rows(db: Database) -> AsyncIterator[ExportRow]:
     labels: dict[int, list[str]] = {}
     for r in labels_rows:
         labels.setdefault(r["image_id"], []).append(r["name"])
-    async with db.conn.execute(
+    rows = db.iter_rows(
         "SELECT p.source, p.posted_at, p.conversation_name, p.conversation_id, p.url,"
         " pe.name AS sender, i.id AS image_id, i.sha256, i.ext"
         " FROM posts p JOIN images i ON i.id = p.image_id"
         " LEFT JOIN people pe ON pe.id = p.author_id"
         " WHERE p.status = 'stored' ORDER BY p.posted_at IS NULL, p.posted_at, p.id"
-    ) as cur:
-        async for r in cur:
+    )
+    async with aclosing(rows):
+        async for r in rows:
             yield ExportRow(
                 filename=f"images/{r['sha256'][:2]}/{r['sha256']}.{r['ext']}",
                 sender=r["sender"],

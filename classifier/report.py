@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from classifier.atomic import atomic_write
 from classifier.evaluate import summary_metrics
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -62,72 +66,212 @@ def _split_lines(data: dict, tuning: dict) -> list[str]:
 
 
 # --- plots -------------------------------------------------------------------------------------
+# Each plot is read by a chat admin, not a statistician: every bar and curve says how many images
+# stand behind it, and the axis titles say what the numbers mean in words.
 
 
-def plot_confusion(confusion: list[list[int]], senders: list[str], path: Path) -> None:
+def _save(fig, path: Path) -> None:
+    """Write a figure atomically, with the same permissions as the report's other files."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write(path, buf.getvalue())
+
+
+def plot_confusion(confusion: list[list[int]], senders: list[str], path: Path) -> Figure:
     from matplotlib.figure import Figure
 
     n = max(len(senders), 1)
-    fig = Figure(figsize=(2 + 0.6 * n, 1.5 + 0.6 * n), dpi=100)
+    fig = Figure(figsize=(3 + 0.7 * n, 2 + 0.6 * n), dpi=100)
     ax = fig.add_subplot()
-    ax.imshow(confusion or [[0]], cmap="Blues")
+    matrix = confusion or [[0]]
+    peak = max((v for row in matrix for v in row), default=0)
+    image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=max(peak, 1))
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="validation images")
+    totals = [sum(row) for row in confusion]
     ax.set_xticks(range(len(senders)), senders, rotation=45, ha="right")
-    ax.set_yticks(range(len(senders)), senders)
-    ax.set_xlabel("predicted sender")
-    ax.set_ylabel("actual sender")
+    ax.set_yticks(
+        range(len(senders)),
+        [f"{name} ({totals[i] if i < len(totals) else 0})" for i, name in enumerate(senders)],
+    )
+    ax.set_xlabel("model's guess")
+    ax.set_ylabel("who really posted it (images)")
     for i, row in enumerate(confusion):
         for j, v in enumerate(row):
             if v:
-                ax.text(j, i, str(v), ha="center", va="center", fontsize=8)
-    ax.set_title("Sender confusion (validation)")
+                colour = "white" if v > peak / 2 else "black"
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=9, color=colour)
+    if not senders:
+        ax.text(0, 0, "no sender head", ha="center", va="center")
+    ax.set_title("Sender guesses on validation\n(diagonal: right guesses)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
+    return fig
 
 
 def plot_threshold_curves(
-    curves: dict, thresholds: dict[str, float], path: Path, *, tuned_on: str = "tune"
-) -> None:
+    curves: dict,
+    thresholds: dict[str, float],
+    path: Path,
+    *,
+    tuned_on: str = "tune",
+    support: dict[str, int] | None = None,
+) -> Figure:
+    """F1 against threshold per label; a dot marks the threshold in use, the legend says how
+    many validation positives each curve rests on."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4.5), dpi=100)
+    support = support or {}
+    fig = Figure(figsize=(9, 4.8), dpi=100)
     ax = fig.add_subplot()
     grid = curves.get("grid", [])
     for name, f1 in sorted(curves.get("f1", {}).items()):
-        (line,) = ax.plot(grid, f1, label=name, linewidth=1.2)
-        if name in thresholds:
-            ax.axvline(thresholds[name], color=line.get_color(), linestyle=":", linewidth=0.8)
-    ax.set_xlabel("threshold")
-    ax.set_ylabel("F1 (validation)")
+        text = f"{name}: {support[name]} positives" if name in support else name
+        (line,) = ax.plot(grid, f1, linewidth=1.4)
+        if name in thresholds and grid:
+            t = thresholds[name]
+            at = min(range(len(grid)), key=lambda i: abs(grid[i] - t))
+            ax.plot([t], [f1[at]], "o", color=line.get_color(), markersize=6)
+            ax.annotate(
+                name,
+                (t, f1[at]),
+                xytext=(4, 4),
+                textcoords="offset points",
+                fontsize=8,
+                color=line.get_color(),
+            )
+            text += f"; in use {t:.2f} → F1 {f1[at]:.2f}"
+        line.set_label(text)
+    ax.set_xlabel("threshold: the label is given when its probability is at least this")
+    ax.set_ylabel("F1 on validation (1: all found, none wrong)")
+    ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
-    ax.set_title(f"Per-label F1 against threshold (dotted: chosen on {tuned_on})")
+    ax.set_title(
+        f"Per-label F1 against threshold (dot: threshold in use, chosen on {tuned_on})\n"
+        "further right: fewer labels given, each more likely right",
+        fontsize=10,
+    )
     if curves.get("f1"):
-        ax.legend(fontsize=7, loc="lower left", ncol=2)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    else:
+        ax.text(0.5, 0.5, "no label has validation positives", ha="center", va="center")
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
+    return fig
 
 
-def plot_reliability(reliability: dict | None, path: Path) -> None:
+def plot_reliability(
+    reliability: dict | None, path: Path, *, min_confidence: float | None = None
+) -> Figure:
+    """Sender reliability: per confidence bin, how often the guess was right (k of n above
+    each bar), the number of images per bin beneath, and where "unsure" begins."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(4.5, 4.5), dpi=100)
-    ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+    fig = Figure(figsize=(6, 6), dpi=100)
+    top, bottom = fig.subplots(
+        2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1], "hspace": 0.08}
+    )
+    top.plot(
+        [0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated"
+    )
+    title = "Sender guesses: how sure vs. how often right"
     if reliability:
         edges = reliability["edges"]
+        width = (edges[-1] - edges[0]) / max(len(edges) - 1, 1)
         centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
-        xs = [c for c, a in zip(centres, reliability["accuracy"], strict=True) if a is not None]
-        ys = [a for a in reliability["accuracy"] if a is not None]
-        ax.bar(xs, ys, width=1 / len(centres), edgecolor="black", alpha=0.7)
-        ax.set_title(f"Sender reliability (ECE {_fmt(reliability.get('ece'))})")
-    ax.set_xlabel("calibrated confidence")
-    ax.set_ylabel("accuracy")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    fig.tight_layout()
-    fig.savefig(path)
+        counts = reliability.get("count") or [0] * len(centres)
+        for c, acc, n in zip(centres, reliability["accuracy"], counts, strict=True):
+            if acc is None or not n:
+                continue
+            top.bar(c, acc, width=width, edgecolor="black", color="tab:blue", alpha=0.7)
+            top.text(c, min(acc, 0.9) + 0.02, f"{round(acc * n)}/{n}", ha="center", fontsize=8)
+        bottom.bar(centres, counts, width=width, edgecolor="black", color="tab:grey", alpha=0.7)
+        for c, n in zip(centres, counts, strict=True):
+            if n:
+                bottom.text(c, n, str(n), ha="center", va="bottom", fontsize=8)
+        bottom.set_ylim(0, max(counts or [0], default=0) * 1.35 + 1)
+        total = sum(counts)
+        title += (
+            f"\n{total} validation images · ECE {_fmt(reliability.get('ece'))} "
+            "(mean gap to the diagonal)"
+        )
+    else:
+        top.text(0.5, 0.5, "no validation images with a known sender", ha="center")
+    if min_confidence:
+        for ax in (top, bottom):
+            ax.axvspan(
+                0,
+                min_confidence,
+                color="tab:orange",
+                alpha=0.12,
+                linewidth=0,
+                label=f'below {min_confidence:.2f}: answered "unsure"',
+            )
+    top.set_title(title, fontsize=10)
+    top.set_ylabel("share of guesses that were right")
+    top.set_ylim(0, 1)
+    top.legend(fontsize=8, loc="upper left")
+    bottom.set_xlabel("how sure the model was (calibrated probability of its top guess)")
+    bottom.set_ylabel("images")
+    bottom.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
+    bottom.set_xlim(0, 1)
+    fig.subplots_adjust(left=0.13, right=0.97, top=0.88, bottom=0.1)
+    _save(fig, path)
+    return fig
 
 
 # --- markdown ----------------------------------------------------------------------------------
+
+
+def _pct(value: Any) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+def _confidence_lines(snd: dict, chosen: dict, evaluation: dict) -> list[str]:
+    """The sender "unsure" line in words: what it is, how it was chosen, what it did."""
+    line = snd.get("min_confidence")
+    if line is None:
+        return []
+    fitted = (evaluation.get("tuning") or {}).get("tuned_on") or "tune"
+    target = chosen.get("target_precision")
+    text = [
+        f"**Naming the sender.** The model names a sender only when the calibrated probability "
+        f'of its top guess is at least **{line:.2f}**; below that it answers "unsure".'
+    ]
+    if "target_reached" not in chosen:
+        # Re-evaluating a saved model: the checkpoint keeps the line, not how it was found.
+        text.append(
+            "It was chosen when the model was trained: the lowest line at which its guesses on "
+            "the tune images reached `[train] sender_target_precision`."
+        )
+    elif chosen.get("precision") is None:
+        text.append(
+            f"Too few {fitted} images with a known sender to choose this line, so the default "
+            "is used."
+        )
+    elif chosen["target_reached"]:
+        text.append(
+            f"It is the lowest line at which the guesses on the {fitted} images were right at "
+            f"least {_pct(target)} of the time (`[train] sender_target_precision`); there they "
+            f"were right {_pct(chosen['precision'])} of the time."
+        )
+    else:
+        text.append(
+            f"No line reached the {_pct(target)} target (`[train] sender_target_precision`) on "
+            f"the {fitted} images; this is the most precise one found (right "
+            f"{_pct(chosen['precision'])} of the time there), so named senders are less "
+            "reliable than asked for."
+        )
+    if line <= 0:
+        text.append(
+            "A line of 0.00 means no guess is held back: the model always names someone, "
+            "however unsure."
+        )
+    text.append(
+        f"On validation it named a sender for {_pct(snd.get('coverage'))} of the images, and "
+        f"{_pct(snd.get('confident_precision'))} of those names were right."
+    )
+    return [" ".join(text)]
 
 
 def render_markdown(evaluation: dict) -> str:
@@ -153,11 +297,25 @@ def render_markdown(evaluation: dict) -> str:
         "| label | threshold | precision | recall | F1 | AP | support |",
         "|---|---|---|---|---|---|---|",
     ]
+    unsupported = []
     for name, m in (cats.get("per_label") or {}).items():
+        precision, recall, f1 = m["precision"], m["recall"], m["f1"]
+        if not m["support"]:
+            # No validation image has the label: recall and F1 are undefined, and a precision
+            # of 0 would only say "never right" about guesses that could not be right.
+            precision = recall = f1 = None
+            unsupported.append(name)
         lines.append(
-            f"| {name} | {_fmt(m['threshold'], 2)} | {_fmt(m['precision'])} | {_fmt(m['recall'])}"
-            f" | {_fmt(m['f1'])} | {_fmt(m['ap'])} | {m['support']} |"
+            f"| {name} | {_fmt(m['threshold'], 2)} | {_fmt(precision)} | {_fmt(recall)}"
+            f" | {_fmt(f1)} | {_fmt(m['ap'])} | {m['support']} |"
         )
+    if unsupported:
+        lines += [
+            "",
+            "– : no validation image has "
+            + ", ".join(unsupported)
+            + ", so precision, recall and F1 cannot be measured there (left out of macro-F1).",
+        ]
     not_emitted = data.get("not_emitted") or {}
     if not_emitted:
         lines += [
@@ -178,9 +336,9 @@ def render_markdown(evaluation: dict) -> str:
         f"| most active, last 30 days | {_fmt((base.get('recent_30d') or {}).get('top1'))} | – | "
         f"{_fmt((base.get('recent_30d') or {}).get('macro_f1'))} |",
         "",
-        f"Temperature {_fmt(cal.get('temperature'))} ({_nll_text(cal, snd)}). "
-        f"Confident guesses at ≥ {_fmt(snd.get('min_confidence'), 2)}:"
-        f" coverage {_fmt(snd.get('coverage'))}, precision {_fmt(snd.get('confident_precision'))}.",
+        f"Temperature {_fmt(cal.get('temperature'))} ({_nll_text(cal, snd)}).",
+        "",
+        *_confidence_lines(snd, cal.get("sender_confidence") or {}, evaluation),
         "",
         f"![sender confusion]({CONFUSION_PNG})",
         f"![label F1 vs threshold]({THRESHOLDS_PNG})",
@@ -206,12 +364,19 @@ def write_report(evaluation: dict, out_dir: Path) -> dict[str, Path]:
     plot_confusion(
         snd.get("confusion") or [], list(evaluation.get("senders") or []), paths["confusion"]
     )
-    thresholds = {k: v["threshold"] for k, v in (cats.get("per_label") or {}).items()}
+    per_label = cats.get("per_label") or {}
+    thresholds = {k: v["threshold"] for k, v in per_label.items()}
     tuned_on = (evaluation.get("tuning") or {}).get("tuned_on") or "validation"
     plot_threshold_curves(
-        cats.get("curves") or {}, thresholds, paths["thresholds"], tuned_on=tuned_on
+        cats.get("curves") or {},
+        thresholds,
+        paths["thresholds"],
+        tuned_on=tuned_on,
+        support={k: v["support"] for k, v in per_label.items()},
     )
-    plot_reliability(snd.get("reliability"), paths["reliability"])
+    plot_reliability(
+        snd.get("reliability"), paths["reliability"], min_confidence=snd.get("min_confidence")
+    )
     atomic_write(paths["markdown"], render_markdown(evaluation).encode())
     atomic_write(
         paths["json"],

@@ -30,9 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     explain = sub.add_parser(
         "explain",
         help="show which parts of an image drove a category or the sender guess (Grad-CAM)",
-        description="Write a Grad-CAM heatmap over FILE (as the model sees it) for one category "
-        "(--label NAME) or for the most likely sender (--sender), and print the PNG's path and "
-        "the probability of what was explained.",
+        description="Write a Grad-CAM heatmap for one category (--label NAME) or for the most "
+        "likely sender (--sender), and print the PNG's path, the probability of what was "
+        "explained and what the model saw. The map is computed on the model's own view of FILE "
+        'and drawn over the whole image; with [model] resize = "crop" the model sees only the '
+        "centre square, and the parts outside it are dimmed.",
     )
     explain.add_argument("file", metavar="FILE", help="image file to explain")
     what = explain.add_mutually_exclusive_group(required=True)
@@ -114,7 +116,7 @@ def handle_explain(args: argparse.Namespace, cfg: AppConfig) -> int:
 
     from classifier.backbone import build_transform
     from classifier.checkpoint import build_model
-    from classifier.gradcam import gradcam, render_overlay, tensor_to_rgb
+    from classifier.gradcam import gradcam, model_view, render_explanation
     from classifier.imaging import load_rgb
 
     ckpt = _load_model(cfg, args.model)
@@ -141,13 +143,16 @@ def handle_explain(args: argparse.Namespace, cfg: AppConfig) -> int:
         target, what = ("sender", index), "sender"
     heat = gradcam(model, x, target=target)
     out = Path(args.out) if args.out else Path.cwd() / f"{Path(args.file).stem}.{what}.gradcam.png"
-    render_overlay(tensor_to_rgb(x, data_config["mean"], data_config["std"]), heat, out)
+    # Computed on exactly what the model saw, drawn over the whole original image.
+    view = model_view(image.size, data_config, resize)
+    render_explanation(image, heat, view, out)
     print(out)
     if args.label is not None:
         note = "" if args.label in ckpt.emitted_labels else " (too few examples: never predicted)"
         print(f"{args.label}: {probability:.3f}{note}")
     else:
         print(f"sender {ckpt.senders[index]}: {probability:.3f}")
+    print(view.describe(resize))
     return 0
 
 

@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
-from ingest.errors import MemberTooLarge, ParseError
+from ingest.errors import MemberTooLarge, ParseError, clip
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class ExportSource(ABC):
         try:
             return self._index[member]
         except KeyError:
-            raise ParseError(self.name, f"no member {member!r} in this export") from None
+            raise ParseError(self.name, f"no member {clip(member)!r} in this export") from None
 
     @abstractmethod
     def _open(self, entry: object) -> BinaryIO: ...
@@ -304,11 +304,37 @@ class _FileEntry:
 
 
 class _FileSource(ExportSource):
-    """One bare file (a Hangouts.json, a DCE channel .json) as a one-member source."""
+    """One bare file (a Hangouts.json, a DCE channel .json) as a one-member source.
+
+    The file is the only member listed or found, but a file it refers to beside it — a DCE
+    ``--media`` export's ``<name>.json_Files/`` folder, or another channel's — can be checked
+    and read by its path relative to the file's folder, exactly as when that folder is given.
+    Such paths are resolved on demand (the folder is never walked: it may be a huge Downloads
+    folder) and only inside that folder: ``..``, absolute paths and symlinks leading out of it
+    are not members.
+    """
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self._add(path.name, _FileEntry(path))
+        self._root = os.path.realpath(path.parent)
+
+    def _beside(self, member: str) -> _FileEntry | None:
+        """The file ``member`` names inside the bare file's folder, or None."""
+        if normalize_member(member) != member:
+            return None
+        real = os.path.realpath(os.path.join(self._root, *member.split("/")))
+        inside = real.startswith(self._root.rstrip(os.sep) + os.sep)
+        return _FileEntry(Path(real)) if inside and os.path.isfile(real) else None
+
+    def exists(self, member: str) -> bool:
+        return member in self._index or self._beside(member) is not None
+
+    def _entry(self, member: str) -> object:
+        entry = self._index.get(member) or self._beside(member)
+        if entry is None:
+            raise ParseError(self.name, f"no member {clip(member)!r} in this export")
+        return entry
 
     def _open(self, entry: object) -> BinaryIO:
         assert isinstance(entry, _FileEntry)

@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+# Longest a value from an export (a name, URL or file name) may be inside an error message:
+# a 1 MB URL must not become a 1 MB error line.
+CLIP_LIMIT = 300
+
+
+def clip(value: object, limit: int = CLIP_LIMIT) -> str:
+    """``value`` as text of at most about ``limit`` characters: start and end kept, middle cut."""
+    text = str(value)
+    if len(text) <= limit:
+        return text
+    tail = limit // 3
+    return f"{text[: limit - tail]}…[{len(text) - limit} chars cut]…{text[-tail:]}"
+
 
 class IngestError(Exception):
     """Base for everything ingest reports to the user as one line."""
@@ -18,7 +31,7 @@ class ParseError(IngestError):
         self.file = file
         self.offset = offset
         where = f" (at byte {offset})" if offset is not None else ""
-        super().__init__(f"{file}{where}: {message}")
+        super().__init__(f"{clip(file)}{where}: {clip(message, 3 * CLIP_LIMIT)}")
 
 
 class MemberTooLarge(ParseError):
@@ -30,13 +43,16 @@ class MemberTooLarge(ParseError):
 
 
 class DownloadError(IngestError):
-    """A fetch failed for good; ``reason`` is a short machine-readable code (http_404, timeout...)."""
+    """A fetch failed for good; ``reason`` is a short machine-readable code (http_404, timeout...).
+
+    ``url`` is kept whole; ``detail`` and the message are clipped (see :func:`clip`).
+    """
 
     def __init__(self, url: str, reason: str, detail: str = "") -> None:
         self.url = url
         self.reason = reason
-        self.detail = detail
-        super().__init__(f"{url}: {reason}{': ' + detail if detail else ''}")
+        self.detail = clip(detail, 3 * CLIP_LIMIT)
+        super().__init__(f"{clip(url)}: {reason}{': ' + self.detail if detail else ''}")
 
 
 class ImageRejected(IngestError):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,6 +15,7 @@ from ingest.archive import open_export
 from ingest.errors import ParseError
 from ingest.parsers import discord_export
 from ingest.parsers.base import ParseStats
+from memetag.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "discord"
 GENERAL = "Example guild - Text Channels - general [1000000000000000001].json"
@@ -142,3 +146,64 @@ def test_not_dce(data, message):
                 io.BytesIO(data), file="x.json", base_dir="", stats=ParseStats()
             )
         )
+
+
+# --- a --media export passed as its .json file or as its folder (names with spaces and []) ----
+
+
+def _media_export(tmp_path: Path, files: tuple[str, ...] = (GENERAL, THREAD)) -> Path:
+    """The general channel's JSON and _Files folder (and the thread that points into it)."""
+    folder = tmp_path / "Exports [2023] - memes"
+    shutil.copytree(FIXTURES / MEDIA, folder / MEDIA)
+    for name in files:
+        shutil.copy(FIXTURES / name, folder / name)
+    return folder
+
+
+def _ingest(tmp_path: Path, target: Path, capsys) -> dict:
+    code = main(["--data", str(tmp_path / "data"), "ingest", "discord-export", str(target),
+                 "--json", "--no-progress"])  # fmt: skip
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 1  # missing-ABCDE.png really is missing: the run is incomplete
+    return summary
+
+
+@pytest.mark.parametrize("how", ["file", "folder"])
+def test_media_export_found_whether_given_the_json_or_its_folder(tmp_path, capsys, how):
+    folder = _media_export(tmp_path, (GENERAL,))
+    summary = _ingest(tmp_path, folder / GENERAL if how == "file" else folder, capsys)
+    assert summary["stored"] == 5
+    assert summary["failures_by_reason"] == {"missing_file": 1}
+    assert summary["failure_examples"] == [f"{MEDIA}/missing-ABCDE.png: missing_file: "
+                                           "not found in the export"]  # fmt: skip
+
+
+def test_json_file_reads_another_channels_media_folder(tmp_path, capsys):
+    folder = _media_export(tmp_path)
+    summary = _ingest(tmp_path, folder / GENERAL, capsys)
+    assert summary["stored"] == 5
+    capsys.readouterr()
+    code = main(["--data", str(tmp_path / "data"), "ingest", "discord-export",
+                 str(folder / THREAD), "--json", "--no-progress"])  # fmt: skip
+    thread = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert (thread["stored"], thread["duplicates_by_hash"]) == (1, 1)  # funny-0A1B2.gif again
+
+
+def test_bare_json_reads_only_inside_its_folder(tmp_path):
+    folder = _media_export(tmp_path, (GENERAL,))
+    (tmp_path / "secret.png").write_bytes(b"\x89PNG secret")
+    os.symlink(tmp_path / "secret.png", folder / MEDIA / "link-out.png")
+    (folder / "beside.png").write_bytes(b"\x89PNG beside")
+    with open_export(folder / GENERAL) as source:
+        assert list(source.iter_members()) == [GENERAL]
+        assert source.find("**/*.json") == [GENERAL]
+        member = f"{MEDIA}/dce-export-more-662EF.png"
+        assert source.exists(member)
+        assert source.read_bytes(member, 1000) == (folder / member).read_bytes()
+        assert source.exists("beside.png")  # the JSON's folder is the export, as when given
+        for outside in (f"{MEDIA}/link-out.png", "../secret.png", f"{MEDIA}/../../secret.png",
+                        str(tmp_path / "secret.png"), f"{MEDIA}", f"{MEDIA}/missing-ABCDE.png"):  # fmt: skip
+            assert not source.exists(outside), outside
+            with pytest.raises(ParseError, match="no member"):
+                source.open(outside)

@@ -16,10 +16,19 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from classifier.errors import ImageLoadError
+from store.imageformats import (
+    EXPECTED,
+    PILLOW_FORMATS,
+    SNIFF_BYTES,
+    FileRefused,
+    open_image_file,
+    refusal,
+    sniff_format,
+)
+from store.warning_context import warnings_about
 
 log = logging.getLogger(__name__)
 
-_EXPECTED = "expected a JPEG, PNG, GIF, WebP, BMP or TIFF image"
 # What Pillow raises on damaged data: truncated streams (OSError), broken headers
 # (SyntaxError, struct.error), bad chunk values (ValueError), short reads (EOFError).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError)
@@ -32,9 +41,15 @@ _ORIENTATION = 0x0112
 # Rows a resampling filter reaches past its centre, per unit of scale (Pillow's lanczos is widest).
 _FILTER_REACH = 3.0
 
-# Register all format plugins once, at import, in one thread; Image.open would otherwise do it
-# lazily on first use, possibly from several decode threads at once.
-Image.init()
+# No image under a max_pixels limit needs more than 8 bytes a pixel (16-bit RGBA, stored
+# uncompressed), plus room for metadata: a larger file is refused before it is read.
+_BYTES_PER_PIXEL = 8
+_METADATA_BYTES = 16 << 20
+
+
+def max_file_bytes(max_pixels: int) -> int:
+    """The largest image file (or bytes) decoded under a ``max_pixels`` limit."""
+    return max_pixels * _BYTES_PER_PIXEL + _METADATA_BYTES
 
 
 @dataclass(frozen=True)
@@ -55,7 +70,9 @@ def load_rgb(
     """Decode an image file or bytes into an RGB image.
 
     Transparency is composited on white, EXIF orientation applied, 16-bit and 1-bit images
-    scaled to 8-bit, and only the first frame of an animation is used.
+    scaled to 8-bit, and only the first frame of an animation is used. Only the formats of
+    :mod:`store.imageformats` are decoded, and a path must be a regular file (a FIFO or a
+    device is refused before it is read) no larger than :func:`max_file_bytes`.
 
     Args:
         source: a file path or the encoded bytes.
@@ -65,7 +82,8 @@ def load_rgb(
             ``Image.reduce``) as long as both sides stay at least this long.
 
     Raises:
-        ImageLoadError: empty, not an image, truncated or damaged, or too large.
+        ImageLoadError: not a regular file, empty, not an allowed format, truncated or damaged,
+            or too large.
     """
     return _load(source, max_pixels=max_pixels, min_side=min_side, crop=None)
 
@@ -98,19 +116,23 @@ def _load(
     min_side: int | None,
     crop: CenterCrop | None,
 ) -> Image.Image:
+    max_bytes = max_file_bytes(max_pixels)
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
         if not data:
-            raise ImageLoadError(None, f"empty input; {_EXPECTED}")
+            raise ImageLoadError(None, f"empty input; {EXPECTED}")
+        if len(data) > max_bytes:
+            raise ImageLoadError(
+                None, f"{len(data):,} bytes, over the {max_bytes:,}-byte limit for an image"
+            )
         return _decode(io.BytesIO(data), None, max_pixels=max_pixels, min_side=min_side, crop=crop)
     path = Path(source)
     try:
-        fp = open(path, "rb")  # noqa: SIM115 - closed by the with below
-    except OSError as exc:
-        raise ImageLoadError(path, f"cannot open file ({exc.strerror or exc})") from None
-    with fp:
-        if os.fstat(fp.fileno()).st_size == 0:
-            raise ImageLoadError(path, f"empty file (0 bytes); {_EXPECTED}")
+        fp = open_image_file(path, max_bytes=max_bytes)
+    except FileRefused as exc:
+        raise ImageLoadError(path, exc.reason) from None
+    # Pillow's warnings (corrupt EXIF...) do not say which file they are about: this does.
+    with fp, warnings_about(path):
         return _decode(fp, path, max_pixels=max_pixels, min_side=min_side, crop=crop)
 
 
@@ -123,13 +145,21 @@ def _decode(
     crop: CenterCrop | None,
 ) -> Image.Image:
     try:
-        img = Image.open(fp)
+        head = fp.read(SNIFF_BYTES)
+        fp.seek(0)
+    except OSError as exc:
+        raise ImageLoadError(path, f"cannot read file ({exc.strerror or exc})") from None
+    # Pillow is only ever offered the allowed formats, and only bytes that start like one.
+    if sniff_format(head) is None:
+        raise ImageLoadError(path, refusal(head))
+    try:
+        img = Image.open(fp, formats=PILLOW_FORMATS)
     except UnidentifiedImageError:
-        raise ImageLoadError(path, f"not an image; {_EXPECTED}") from None
+        raise ImageLoadError(path, refusal(head)) from None
     except Image.DecompressionBombError as exc:
         raise ImageLoadError(path, _bomb_reason(exc, max_pixels)) from None
     except _DECODE_ERRORS as exc:
-        raise ImageLoadError(path, f"unreadable image header ({exc}); {_EXPECTED}") from None
+        raise ImageLoadError(path, f"unreadable image header ({exc}); {EXPECTED}") from None
 
     width, height = img.size
     fmt = img.format or "image"
@@ -149,7 +179,7 @@ def _decode(
         rows = _rows_for_crop(img, fp, crop) if crop else None
         if rows is not None and not _load_top_rows(img, rows):
             fp.seek(0)
-            img, rows = Image.open(fp), None
+            img, rows = Image.open(fp, formats=PILLOW_FORMATS), None
         if rows is None:
             img.load()
             rows = img.height

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from memetag import __version__
+from memetag.commands._text import shown_line
 from memetag.config import load_config
 
 # Each module exposes register(subparsers); a registered parser sets `handler(args, cfg) -> int`.
@@ -75,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(Path(args.config) if args.config else None, data_dir=args.data)
         return int(args.handler(args, cfg) or 0)
     except errors as exc:
-        print(f"memetag: error: {exc}", file=sys.stderr)
+        # Messages name files, URLs and people from exports: escaped and cut to one sane line.
+        print(f"memetag: error: {shown_line(exc)}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         # The reader went away (`memetag export --csv - | head`): not an error worth a traceback.

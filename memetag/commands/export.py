@@ -11,6 +11,7 @@ from contextlib import aclosing
 from pathlib import Path
 
 from memetag.commands._common import UserError, print_json, run_async
+from memetag.commands._text import shown
 from memetag.config import AppConfig
 
 EXPORT_HEADER = ["filename", "sender", "timestamp", "source", "labels", "conversation", "url"]
@@ -128,11 +129,11 @@ def handle_stats(args: argparse.Namespace, cfg: AppConfig) -> int:
     if args.json:
         print_json(asdict(stats))
         return 0
-    print(f"data dir: {cfg.data_dir}")
+    print(f"data dir: {shown(cfg.data_dir)}")
     print("posts per source:")
     for source, n in sorted(stats.posts_by_source.items()):
         stored = stats.image_posts_by_source.get(source, 0)
-        print(f"  {source:<10} {n:>7} posts, {stored:>7} with a stored image")
+        print(f"  {shown(source, 40):<10} {n:>7} posts, {stored:>7} with a stored image")
     print(f"images:          {stats.images}")
     print(f"people:          {stats.people}")
     print(f"pending:         {stats.pending}")
@@ -140,10 +141,10 @@ def handle_stats(args: argparse.Namespace, cfg: AppConfig) -> int:
     total_votes = sum(stats.label_votes.values())
     print(f"label votes:     {total_votes}")
     for label, n in sorted(stats.label_votes.items(), key=lambda kv: -kv[1]):
-        print(f"  {label:<16} {n}")
+        print(f"  {shown(label, 80):<16} {n}")
     failures = sum(stats.failures_by_reason.values())
     print(f"download failures: {failures}")
     for reason, n in sorted(stats.failures_by_reason.items(), key=lambda kv: -kv[1]):
-        print(f"  {reason:<16} {n}")
+        print(f"  {shown(reason, 80):<16} {n}")
     print(f"models:          {stats.models}")
     return 0

@@ -9,6 +9,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from memetag.commands._common import ProgressBars, UserError, run_async
+from memetag.commands._text import shown, shown_line
 from memetag.config import AppConfig
 
 FORMATS = {
@@ -190,16 +191,18 @@ def _list_conversations(args: argparse.Namespace) -> int:
         return 0
     print(f"{'id':<30} {'messages':>8} {'images':>6}  name [type]: participants")
     for r in rows:
+        # Every name comes from the export: escaped and cut, so none can rewrite the terminal.
+        people = ", ".join(shown(p, 80) for p in r.participants)
         print(
-            f"{r.id:<30} {r.messages:>8} {r.images:>6}  {r.name or '(unnamed)'} [{r.type}]: "
-            + ", ".join(r.participants)
+            f"{shown(r.id, 60):<30} {r.messages:>8} {r.images:>6}  "
+            f"{shown(r.name or '(unnamed)', 120)} [{shown(r.type, 30)}]: {people}"
         )
     return 0
 
 
 def _print_summary(summary, path: str) -> None:
     d = summary.as_dict()
-    print(f"ingested {path} ({d['source']}) in {d['seconds']:.1f}s")
+    print(f"ingested {shown(path)} ({d['source']}) in {d['seconds']:.1f}s")
     print(f"  messages read        {d['messages_read']}")
     print(
         f"  image items          {d['image_items']} ({d['new_posts']} new, "
@@ -222,13 +225,14 @@ def _print_summary(summary, path: str) -> None:
     if d["skipped"]:
         print("  skipped              " + ", ".join(f"{k} {v}" for k, v in d["skipped"].items()))
     if d["bad_records"]:
-        print(f"  bad records          {d['bad_records']} (e.g. {d['bad_examples'][0]})")
+        example = shown_line(d["bad_examples"][0])
+        print(f"  bad records          {d['bad_records']} (e.g. {example})")
     if d["orphan_files_swept"]:
         print(f"  orphan files swept   {d['orphan_files_swept']} (left by an interrupted run)")
     sys.stdout.flush()
     # One line per failed item on stderr, after the summary, so scripts can grep them.
     for line in d["failure_examples"]:
-        print(f"memetag: failed: {line}", file=sys.stderr)
+        print(f"memetag: failed: {shown_line(line)}", file=sys.stderr)
     more = total_failures - len(d["failure_examples"])
     if more > 0:
         print(f"memetag: … and {more} more (see `memetag stats`)", file=sys.stderr)

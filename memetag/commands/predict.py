@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from memetag.commands._common import UserError, print_json, run_async
+from memetag.commands._text import shown, shown_line
 from memetag.config import AppConfig
 
 NO_MODEL = "no trained model yet: run `memetag train`"
@@ -90,24 +91,26 @@ def handle_predict(args: argparse.Namespace, cfg: AppConfig) -> int:
 
 
 def _print_table(rows: list[dict[str, Any]], version: str) -> None:
-    width = min(40, max([len("FILE")] + [len(r["file"]) for r in rows]))
+    # File and sender names may come from an export: escaped and cut before they are measured.
+    files = [shown(r["file"]) for r in rows]
+    width = min(40, max([len("FILE")] + [len(f) for f in files]))
     senders = []
     for row in rows:
         if "error" in row:
             senders.append("")
             continue
         sender = row["sender"]
-        name = sender["name"] if sender["name"] is not None else "unsure"
+        name = shown(sender["name"], 60) if sender["name"] is not None else "unsure"
         senders.append(f"{name} ({sender['probability']:.2f})")
     sender_width = max([len("SENDER")] + [len(s) for s in senders])
     print(f"model {version}")
     print(f"{'FILE':<{width}}  {'SENDER':<{sender_width}}  CATEGORIES")
-    for row, sender in zip(rows, senders, strict=True):
-        file = row["file"] if len(row["file"]) <= width else "…" + row["file"][-(width - 1) :]
+    for row, file, sender in zip(rows, files, senders, strict=True):
+        file = file if len(file) <= width else "…" + file[-(width - 1) :]
         if "error" in row:
-            print(f"{file:<{width}}  error: {row['error']}")
+            print(f"{file:<{width}}  error: {shown_line(row['error'])}")
             continue
-        labels = ", ".join(f"{n} {row['labels'][n]:.2f}" for n in row["predicted"]) or "-"
+        labels = ", ".join(f"{shown(n)} {row['labels'][n]:.2f}" for n in row["predicted"]) or "-"
         print(f"{file:<{width}}  {sender:<{sender_width}}  {labels}")
 
 
@@ -146,12 +149,12 @@ def handle_explain(args: argparse.Namespace, cfg: AppConfig) -> int:
     # Computed on exactly what the model saw, drawn over the whole original image.
     view = model_view(image.size, data_config, resize)
     render_explanation(image, heat, view, out)
-    print(out)
+    print(shown(out))
     if args.label is not None:
         note = "" if args.label in ckpt.emitted_labels else " (too few examples: never predicted)"
         print(f"{args.label}: {probability:.3f}{note}")
     else:
-        print(f"sender {ckpt.senders[index]}: {probability:.3f}")
+        print(f"sender {shown(ckpt.senders[index], 80)}: {probability:.3f}")
     print(view.describe(resize))
     return 0
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from memetag.commands._common import ProgressBars, UserError, print_json, run_async
+from memetag.commands._text import shown
 from memetag.config import AppConfig
 
 
@@ -358,7 +359,7 @@ def _print_train_summary(s: dict) -> None:
         f"{d['n_category_labelled_tune']} tune / {d['n_category_labelled_val']} validation "
         "images with categories"
     )
-    print(f"  senders      {len(d['senders'])}: {', '.join(d['senders'])}")
+    print(f"  senders      {len(d['senders'])}: {', '.join(shown(n, 80) for n in d['senders'])}")
     print(f"  labels       emitted: {', '.join(d['emitted_labels']) or 'none'}")
     not_emitted = {k: v for k, v in d["not_emitted"].items()}
     if not_emitted:

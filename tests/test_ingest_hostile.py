@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import sqlite3
 import zipfile
@@ -205,3 +206,153 @@ def test_two_folders_with_the_same_paths_and_labels_added_later(data, tmp_path, 
     mine = [r for r in rows if r["sender"] == "Person C"]
     assert len(mine) == 1 and mine[0]["labels"] == "funny meme news"
     assert mine[0]["timestamp"] == "2020-09-13T12:26:40Z"
+
+
+# --- numbers, times and encodings no parser may crash on --------------------------------------
+
+_HUGE = "9" * 5000  # over Python's 4300-digit int conversion limit
+
+
+def _dce(messages: list[str], guild: str = '{"id": "1", "name": "g"}') -> str:
+    return (f'{{"guild": {guild}, "channel": {{"id": "2", "name": "c"}}, "messages": '
+            f"[{', '.join(messages)}], \"messageCount\": {_HUGE}}}")  # fmt: skip
+
+
+def _dce_message(i: int, timestamp: str, size: str = "10") -> str:
+    return (f'{{"id": "{i}", "timestamp": "{timestamp}", "author": {{"id": "7", "name": "a"}}, '
+            f'"attachments": [{{"id": "{i}0", "url": "x.json_Files/{i}.png", '
+            f'"fileName": "{i}.png", "fileSizeBytes": {size}}}]}}')  # fmt: skip
+
+
+def _gchat(tmp_path: Path, created_dates: list[str], huge: bool) -> Path:
+    group = tmp_path / "Takeout" / "Google Chat" / "Groups" / "Space AAAA"
+    group.mkdir(parents=True)
+    messages = []
+    for i, date in enumerate(created_dates):
+        (group / f"p{i}.png").write_bytes(make_image("PNG", seed=200 + i))
+        messages.append(f'{{"creator": {{"name": "A", "email": "a@example.com"}}, '
+                        f'"created_date": "{date}", "message_id": "m/{i}", '
+                        f'"attached_files": [{{"export_name": "p{i}.png"}}]}}')  # fmt: skip
+    if huge:
+        messages.append(f'{{"creator": {{"name": "A"}}, "message_id": "m/x", "n": {_HUGE}}}')
+    (group / "messages.json").write_text(f'{{"messages": [{", ".join(messages)}]}}')
+    return tmp_path / "Takeout"
+
+
+def _summary(capsys) -> dict:
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return json.loads(captured.out)
+
+
+def test_json_integer_too_long_for_python_is_a_bad_record(data, tmp_path, capsys):
+    from tests.chatgen import hangouts_export
+
+    # Hangouts: an event carries a 5000-digit number.
+    export = hangouts_export(tmp_path / "Hangouts.json", [])
+    text = export.read_text().replace('"events": []', f'"events": [{{"timestamp": {_HUGE}}}]', 1)
+    export.write_text(text)
+    assert _ingest(data, "hangouts", str(export), "--json") == 0
+    summary = _summary(capsys)
+    assert summary["bad_records"] == 1 and "5000 digits" in summary["bad_examples"][0]
+    # Discord: a message whose fileSizeBytes has 5000 digits; its neighbour is stored.
+    dce = tmp_path / "dce"
+    (dce / "x.json_Files").mkdir(parents=True)
+    (dce / "x.json_Files" / "1.png").write_bytes(make_image("PNG", seed=101))
+    t = "2023-01-06T14:24:31.114+00:00"
+    (dce / "x.json").write_text(_dce([_dce_message(1, t), _dce_message(2, t, _HUGE)]))
+    assert _ingest(data, "discord-export", str(dce / "x.json"), "--json") == 0
+    summary = _summary(capsys)
+    assert (summary["stored"], summary["bad_records"]) == (1, 1)
+    assert "5000 digits" in summary["bad_examples"][0]
+    # Google Chat: the same, in messages.json.
+    takeout = _gchat(tmp_path, ["Monday, 6 January 2020 at 10:00:00 UTC"], huge=True)
+    assert _ingest(data, "gchat", str(takeout), "--json") == 0
+    summary = _summary(capsys)
+    assert (summary["stored"], summary["bad_records"]) == (1, 1)
+    assert _counts(data) == (5, 5, 5)
+
+
+def test_json_integer_too_long_in_a_header_is_one_line(data, tmp_path, capsys):
+    (tmp_path / "x.json").write_text(_dce([], guild=f'{{"id": {_HUGE}}}'))
+    assert _ingest(data, "discord-export", str(tmp_path / "x.json")) == 1
+    _one_line_error(capsys, "x.json", "5000 digits")
+    assert _counts(data) == (3, 3, 3)
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:30:00-05:00"])
+def test_times_at_the_limits_are_bad_records(data, tmp_path, capsys, when):
+    # Discord
+    dce = tmp_path / "dce"
+    (dce / "x.json_Files").mkdir(parents=True)
+    (dce / "x.json_Files" / "1.png").write_bytes(make_image("PNG", seed=111))
+    (dce / "x.json").write_text(_dce([_dce_message(1, when)]))
+    assert _ingest(data, "discord-export", str(dce / "x.json"), "--json") == 0
+    summary = _summary(capsys)
+    assert (summary["stored"], summary["bad_records"]) == (1, 1)
+    assert when in summary["bad_examples"][0]
+    # Google Chat
+    assert _ingest(data, "gchat", str(_gchat(tmp_path, [when], huge=False)), "--json") == 0
+    summary = _summary(capsys)
+    assert (summary["stored"], summary["bad_records"]) == (1, 1)
+    # CSV
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(make_image("PNG", seed=112))
+    (folder / "labels.csv").write_text(f"filename,sender,labels,timestamp\na.png,A,meme,{when}\n")
+    assert _ingest(data, "folder", str(folder / "labels.csv"), "--json") == 0
+    summary = _summary(capsys)
+    assert (summary["stored"], summary["bad_records"]) == (1, 1)
+    assert "bad timestamp" in summary["bad_examples"][0]
+    assert _counts(data) == (6, 6, 6)
+
+
+def test_hangouts_conversations_key_twice_reads_both(data, tmp_path, capsys):
+    from tests.chatgen import hangouts_export
+
+    one = json.loads(hangouts_export(tmp_path / "a.json", ["https://127.0.0.1/a.jpg"]).read_text())
+    two = json.loads(hangouts_export(tmp_path / "b.json", ["https://127.0.0.1/b.jpg"]).read_text())
+    two["conversations"][0]["events"][0]["event_id"] = "OTHER"
+    export = tmp_path / "Hangouts.json"
+    export.write_text('{"conversations": ' + json.dumps(one["conversations"])
+                      + ', "conversations": ' + json.dumps(two["conversations"]) + "}")  # fmt: skip
+    _ingest(data, "hangouts", str(export), "--json")
+    summary = _summary(capsys)
+    # Both copies are read (their images fail here: 127.0.0.1 is no public address).
+    assert summary["image_items"] == 2
+    assert summary["failures_by_reason"] == {"private_address": 2}
+
+
+@pytest.mark.parametrize("encoding", ["utf-32", "utf-32-be", "utf-16", "utf-16-le"])
+def test_json_in_another_unicode_encoding_is_named(data, tmp_path, capsys, encoding):
+    export = tmp_path / "x.json"
+    export.write_text(_dce([]), encoding=encoding)
+    assert _ingest(data, "discord-export", str(export)) == 1
+    line = _one_line_error(capsys, "x.json", "expected UTF-8")
+    assert f"is {encoding.upper()[:6]}" in line
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32", "utf-8-sig"])
+def test_labels_csv_in_utf16_or_utf32_is_read(data, tmp_path, capsys, encoding):
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    (folder / "é.png").write_bytes(make_image("PNG", seed=113))
+    (folder / "labels.csv").write_text(
+        "filename,sender,labels,timestamp\né.png,Person É,meme,1600000000\n", encoding=encoding
+    )
+    assert _ingest(data, "folder", str(folder / "labels.csv"), "--json") == 0
+    summary = _summary(capsys)
+    assert (summary["stored"], summary["bad_records"]) == (1, 0)
+    assert main(["--data", str(data), "export", "--csv", "-"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["labels"] for r in rows if r["sender"] == "Person É"] == ["meme"]
+    # Found without naming it too: a labelled folder picks the UTF-16 CSV up.
+    assert folder_csv_found(folder)
+
+
+def folder_csv_found(folder: Path) -> bool:
+    from ingest.archive import open_export
+    from ingest.parsers.folder import find_label_csv
+
+    with open_export(folder) as source:
+        return find_label_csv(source) == "labels.csv"

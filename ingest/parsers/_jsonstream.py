@@ -18,11 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import zlib
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from ingest.errors import ParseError
+from ingest.parsers._encoding import sniff_encoding
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,39 @@ _CHUNK = 1 << 20
 # so a record is almost never cut by the buffer's end (records are ~1 KB, a cut costs a retry).
 _LOOKAHEAD = 1 << 16
 _NEAR_END = 16  # a decode error this close to the buffer's end may just be a cut record
+
+
+class UnreadableValue:
+    """Stands in for an array element that is valid JSON but cannot be turned into Python values.
+
+    Today that is a number with more digits than Python converts (``sys.int_max_str_digits``,
+    4300 by default): :meth:`JsonCursor.iter_values` yields this instead of raising, so a parser
+    counts one bad record and goes on.
+    """
+
+    __slots__ = ("offset", "reason")
+
+    def __init__(self, offset: int, reason: str) -> None:
+        self.offset = offset
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"at byte {self.offset}: {self.reason}"
+
+
+class _HugeNumber(Exception):
+    """A number too long to convert was met; ``digits`` is how long it was."""
+
+    def __init__(self, digits: int) -> None:
+        super().__init__(digits)
+        self.digits = digits
+
+
+def _parse_int_checked(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # over the int/str conversion limit (CVE-2020-10735)
+        raise _HugeNumber(len(text)) from None
 
 
 class JsonCursor:
@@ -59,6 +94,8 @@ class JsonCursor:
         self._max_value = max_value_bytes
         # strict=False: raw control characters inside strings are tolerated, as messy exports need
         self._scan = json.JSONDecoder(strict=False).scan_once
+        # Used only after the fast scanner failed on an over-long number: says how long it was.
+        self._scan_checked = json.JSONDecoder(strict=False, parse_int=_parse_int_checked).scan_once
         self._buf = ""
         self._pos = 0
         self._eof = False
@@ -90,11 +127,18 @@ class JsonCursor:
                     break
                 chunk += more
             self._started = True
-            if chunk.startswith((b"\xff\xfe", b"\xfe\xff")):
-                raise ParseError(self.file, "file is UTF-16 encoded, expected UTF-8 JSON", 0)
-            if chunk.startswith(b"\xef\xbb\xbf"):
-                chunk = chunk[3:]
-                self._buf_start = 3
+            encoding, bom = sniff_encoding(chunk[:4])
+            if encoding != "UTF-8":
+                how = "by its byte-order mark" if bom else "by its NUL bytes"
+                raise ParseError(
+                    self.file,
+                    f"file is {encoding} encoded ({how}), expected UTF-8 JSON: "
+                    "exports are UTF-8; re-save it as UTF-8",
+                    0,
+                )
+            if bom:
+                chunk = chunk[bom:]
+                self._buf_start = bom
         if not chunk:
             self._eof = True
             return False
@@ -135,7 +179,34 @@ class JsonCursor:
         self._pos += 1
 
     def read_value(self) -> Any:
-        """Decode the next value whole (bounded by ``max_value_bytes``)."""
+        """Decode the next value whole (bounded by ``max_value_bytes``).
+
+        A number too long for Python to convert raises ParseError (see :meth:`iter_values`
+        for the lenient form).
+        """
+        value = self._decode()
+        if isinstance(value, UnreadableValue):
+            raise self.error(value.reason, value.offset - self._buf_start)
+        return value
+
+    def _scan_or_unreadable(self, buf: str, pos: int) -> tuple[Any, int]:
+        """The C scanner; a number over Python's conversion limit gives an UnreadableValue."""
+        try:
+            return self._scan(buf, pos)
+        except json.JSONDecodeError:
+            raise
+        except ValueError:
+            pass  # int() refused an over-long number: find its length, then its end
+        try:
+            return self._scan_checked(buf, pos)
+        except _HugeNumber as exc:
+            digits = exc.digits
+        # Skip the value without converting numbers, to know where it ends.
+        _, end = json.JSONDecoder(strict=False, parse_int=len).scan_once(buf, pos)
+        reason = f"a number with {digits} digits (Python converts at most {sys.get_int_max_str_digits()})"
+        return UnreadableValue(self.offset(pos), reason), end
+
+    def _decode(self) -> Any:
         if not self.peek():
             raise self.error("unexpected end of file, expected a JSON value")
         while True:
@@ -144,7 +215,7 @@ class JsonCursor:
                 self._fill()
                 continue
             try:
-                value, end = self._scan(buf, pos)
+                value, end = self._scan_or_unreadable(buf, pos)
             except StopIteration as exc:
                 err_pos, msg = exc.value, "expected a JSON value"
             except json.JSONDecodeError as exc:
@@ -174,7 +245,7 @@ class JsonCursor:
             for _ in self.iter_values():
                 pass
         else:
-            self.read_value()
+            self._decode()  # a number too long to convert is no error when it is skipped
 
     def iter_object(self) -> Iterator[str]:
         """Walk an object: yield each key; the caller consumes that key's value before resuming."""
@@ -215,7 +286,11 @@ class JsonCursor:
                 raise self.error("expected ',' or ']' in an array")
 
     def iter_values(self) -> Iterator[Any]:
-        """Yield an array's elements, each decoded whole: the hot loop of every parser."""
+        """Yield an array's elements, each decoded whole: the hot loop of every parser.
+
+        An element that is valid JSON but holds a number too long for Python to convert is
+        yielded as an :class:`UnreadableValue`, for the parser to count as a bad record.
+        """
         self._expect("[", "'['")
         if self.peek() == "]":
             self._pos += 1
@@ -228,8 +303,8 @@ class JsonCursor:
                 # fast path: decode, then the separator, without leaving this frame
                 try:
                     value, end = scan(buf, pos)
-                except (StopIteration, json.JSONDecodeError, RecursionError):
-                    pass  # the slow path below reports it properly
+                except (StopIteration, ValueError, RecursionError):
+                    pass  # the slow path below reports it properly (or reads a huge number)
                 else:
                     m = sep(buf, end)
                     nxt = m.end()  # type: ignore[union-attr]
@@ -242,7 +317,7 @@ class JsonCursor:
                             self._pos = nxt + 1
                             return
                         raise self.error("expected ',' or ']' in an array", nxt)
-            value = self.read_value()
+            value = self._decode()
             yield value
             char = self.peek()
             if char == ",":

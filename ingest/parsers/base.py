@@ -4,7 +4,21 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+
+
+def as_utc(moment: datetime) -> datetime | None:
+    """``moment`` in UTC (naive means UTC already), or None when that is outside years 1-9999.
+
+    ``0001-01-01T00:00:00+01:00`` is a valid ISO time whose UTC form is in year 0: Python's
+    ``astimezone`` raises OverflowError for it (and for late 9999 with a negative offset).
+    """
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return None
 
 
 @dataclass(frozen=True)

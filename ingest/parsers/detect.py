@@ -7,6 +7,7 @@ import re
 
 from ingest.archive import ExportSource
 from ingest.errors import ParseError
+from ingest.parsers._encoding import python_codec, sniff_encoding
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,9 @@ def first_key(source: ExportSource, member: str) -> str | None:
             head = f.read(_SNIFF_BYTES)
     except ParseError:
         return None
+    encoding, bom = sniff_encoding(head[:4])
+    if encoding != "UTF-8":  # found, so that the parser can say what is wrong with it
+        head = head.decode(python_codec(encoding, bom), "replace").encode("utf-8")
     m = _FIRST_KEY.match(head)
     return m.group(1).decode("utf-8", "replace") if m else None
 

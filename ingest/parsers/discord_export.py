@@ -6,12 +6,12 @@ import logging
 import posixpath
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, BinaryIO
 
 from ingest.errors import ParseError
-from ingest.parsers._jsonstream import JsonCursor, clean_text
-from ingest.parsers.base import ParsedPost, ParseStats
+from ingest.parsers._jsonstream import JsonCursor, UnreadableValue, clean_text
+from ingest.parsers.base import ParsedPost, ParseStats, as_utc
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,7 @@ def parse_iso(value: Any) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
-    if parsed.tzinfo is None:  # DCE always writes an offset; a bare time is taken as UTC
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    return as_utc(parsed)  # DCE always writes an offset; a bare time is taken as UTC
 
 
 def resolve_asset(base_dir: str, ref: str) -> tuple[str | None, str | None]:
@@ -85,6 +83,9 @@ class _MessageReader:
 
     def posts(self, message: Any) -> list[ParsedPost]:
         self.stats.messages += 1
+        if isinstance(message, UnreadableValue):
+            self.stats.bad(f"{self.file}: message {message}")
+            return []
         if not isinstance(message, dict):
             self.stats.bad(f"{self.file}: a message is not an object")
             return []

@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 
 from ingest.archive import ExportSource, normalize_member
 from ingest.errors import ParseError
-from ingest.parsers.base import ParsedPost, ParseStats
+from ingest.parsers._encoding import python_codec, sniff_encoding
+from ingest.parsers.base import ParsedPost, ParseStats, as_utc
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,10 @@ def parse_csv_timestamp(value: str) -> datetime | None:
     try:
         seconds = float(value)
     except ValueError:
-        parsed = datetime.fromisoformat(value)  # ValueError propagates: a bad row
-        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+        parsed = as_utc(datetime.fromisoformat(value))  # ValueError propagates: a bad row
+        if parsed is None:
+            raise ValueError(f"timestamp out of range: {value}") from None
+        return parsed
     try:
         return datetime.fromtimestamp(seconds, UTC)
     except (OverflowError, OSError, ValueError) as exc:
@@ -56,7 +59,7 @@ def find_label_csv(source: ExportSource) -> str | None:
             head = source.read_bytes(member, 1 << 20) if source.size(member) < (1 << 20) else b""
         except ParseError:
             continue
-        first = head.decode("utf-8-sig", "replace").splitlines()[:1]
+        first = head.decode(python_codec(*sniff_encoding(head[:4])), "replace").splitlines()[:1]
         if first and "filename" in [c.strip().lower() for c in next(csv.reader(first), [])]:
             found.append(member)
     return found[0] if len(found) == 1 else None
@@ -114,7 +117,9 @@ def _iter_csv(source: ExportSource, csv_member: str, stats: ParseStats) -> Itera
     label = f"{source.name}:{csv_member}"
     base = posixpath.dirname(csv_member)
     with source.open(csv_member) as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
+        # UTF-8 (with or without a mark, as Excel writes it), or UTF-16/32 ("Unicode text")
+        codec = python_codec(*sniff_encoding(raw.peek(4)[:4]))
+        text = io.TextIOWrapper(raw, encoding=codec, errors="replace", newline="")
         reader = csv.reader(text)
         try:
             header = next(reader, None)

@@ -13,8 +13,8 @@ from typing import Any
 
 from ingest.archive import ExportSource
 from ingest.errors import ParseError
-from ingest.parsers._jsonstream import JsonCursor, clean_text
-from ingest.parsers.base import ParsedPost, ParseStats
+from ingest.parsers._jsonstream import JsonCursor, UnreadableValue, clean_text
+from ingest.parsers.base import ParsedPost, ParseStats, as_utc
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def parse_created_date(value: Any) -> datetime | None:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    return as_utc(parsed)
 
 
 def export_file_name(name: str) -> str:
@@ -172,6 +172,9 @@ class _Group:
 
 def _message_posts(group: _Group, message: Any, stats: ParseStats) -> list[ParsedPost]:
     stats.messages += 1
+    if isinstance(message, UnreadableValue):
+        stats.bad(f"{group.folder}: message {message}")
+        return []
     if not isinstance(message, dict):
         stats.bad(f"{group.folder}: a message is not an object")
         return []

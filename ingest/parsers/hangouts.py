@@ -10,7 +10,7 @@ from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
 from ingest.errors import ParseError
-from ingest.parsers._jsonstream import JsonCursor, clean_text
+from ingest.parsers._jsonstream import JsonCursor, UnreadableValue, clean_text
 from ingest.parsers.base import ParsedPost, ParseStats
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,9 @@ class _EventReader:
 
     def _odd_event(self, event: Any) -> list[ParsedPost]:
         """An event without the usual chat_message.message_content shape."""
-        if not isinstance(event, dict):
+        if isinstance(event, UnreadableValue):
+            self.stats.bad(f"conversation {self.conv.id}: event {event}")
+        elif not isinstance(event, dict):
             self.stats.bad(f"conversation {self.conv.id}: an event is not an object")
         elif event.get("chat_message") is not None:  # a message, but one with no content
             self.stats.messages += 1
@@ -316,7 +318,11 @@ def _iter_conversations(
         raise cur.error(_NOT_HANGOUTS)
     layout = None
     for key in cur.iter_object():
-        if layout is None and key in ("conversations", "conversation_state"):
+        # Every copy of the key is read: a JSON object with a key twice is legal to stream, and
+        # json.load would silently keep only the last one.
+        if key in ("conversations", "conversation_state"):
+            if layout is not None:
+                log.warning("%s: more than one %r list; reading each of them", cur.file, key)
             layout = key
             if cur.peek() != "[":
                 raise cur.error(_NOT_HANGOUTS)

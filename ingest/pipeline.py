@@ -5,7 +5,11 @@ batch); a post already known is left alone, so re-running adds nothing. *Fetch*:
 this run still pending (and, with ``retry_failed``, every failed one) has its bytes fetched —
 from the export itself (``local_ref``) or by URL — validated by decoding under the bomb limit,
 written content-addressed, and only then linked in the store. Killing the process at any point
-leaves pending posts pending and at worst an orphan file, which the next run sweeps.
+leaves pending posts pending and at worst an orphan file, which a later run sweeps once it is
+old enough (``store.orphans``): another process (the bot) may be writing beside this one.
+
+The parsers are synchronous; they run in a worker thread, so the event loop (and whatever else
+shares it, such as a gateway connection) never waits on a large export.
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ from typing import Protocol
 from ingest.errors import DownloadError, ImageRejected, IngestError, MemberTooLarge
 from ingest.images import inspect_image
 from ingest.parsers.base import ParsedPost, ParseStats
-from store.db import Database
+from store.db import Database, translate_error
 from store.errors import StoreError
 from store.files import ImageFiles
-from store.queries.images import list_image_hashes
+from store.orphans import ORPHAN_GRACE_S, check_files_belong, sweep_orphans
+from store.queries.images import claim_image_file
 from store.queries.posts import (
     StoredImage,
     insert_posts,
@@ -108,9 +113,18 @@ class IngestSummary:
 
 @contextmanager
 def ingest_lock(data_dir: Path) -> Iterator[None]:
-    """One ingest at a time per data dir: the orphan sweep must not race another writer."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(data_dir / ".ingest.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    """One ingest at a time per data dir, so two runs do not fetch the same posts twice.
+
+    It is not what keeps files safe: the bot writes while an ingest runs, and the orphan sweep
+    is safe beside any writer (see ``store.orphans``).
+    """
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(data_dir / ".ingest.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise translate_error(exc, data_dir) or StoreError(
+            f"{data_dir}: cannot lock the data dir: {exc.strerror or exc}"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -141,15 +155,19 @@ def _to_new_post(p: ParsedPost) -> NewPost:
     )
 
 
-def _one_line(group: BaseExceptionGroup, where: Path) -> BaseException:
+def _one_line(group: BaseExceptionGroup, files_root: Path, db_path: Path) -> BaseException:
     """The first real error inside a TaskGroup's group, as the error the CLI shows in one line."""
     first: BaseException = group
     while isinstance(first, BaseExceptionGroup):
         first = first.exceptions[0]
     if isinstance(first, (IngestError, StoreError)):
         return first
-    if isinstance(first, (OSError, sqlite3.Error)):
-        return StoreError(f"{where}: cannot store images: {first}")
+    if isinstance(first, sqlite3.Error):
+        return translate_error(first, db_path) or StoreError(f"{db_path}: {first}")
+    if isinstance(first, OSError):
+        return translate_error(first, files_root) or StoreError(
+            f"{files_root}: cannot store images: {first}"
+        )
     return first
 
 
@@ -163,38 +181,66 @@ async def record_posts(
     batch_size: int = 500,
     on_progress: ProgressFn | None = None,
 ) -> set[str]:
-    """Phase 1: write parsed posts in batches. Returns the source ids seen in this run."""
-    seen: set[str] = set()
-    batch: list[NewPost] = []
+    """Phase 1: write parsed posts in batches. Returns the source ids seen in this run.
 
-    async def flush() -> None:
-        if not batch:
-            return
+    The parser runs in a worker thread, one batch ahead of the writes: the event loop only
+    waits for it when the next batch is not ready.
+    """
+    seen: set[str] = set()
+    posts = iter(parsed)
+
+    def next_batch() -> tuple[list[NewPost], IngestError | None]:
+        # Worker thread. Only one call runs at a time, and only it touches the parser, `seen`
+        # and `stats` until the parse is over.
+        batch: list[NewPost] = []
+        try:
+            for post in posts:
+                if post.source_id in seen:
+                    continue  # the same item listed twice in one export: one post
+                seen.add(post.source_id)
+                batch.append(_to_new_post(post))
+                if len(batch) >= batch_size:
+                    break
+        except IngestError as exc:
+            # The file broke part-way: the posts read before the break are still recorded.
+            return batch, exc
+        return batch, None
+
+    async def flush(batch: list[NewPost]) -> None:
         try:
             result = await insert_posts(db, batch, people)
         except sqlite3.Error as exc:
-            raise StoreError(f"{db.path}: cannot record posts: {exc}") from exc
+            raise translate_error(exc, db.path) or StoreError(
+                f"{db.path}: cannot record posts: {exc}"
+            ) from exc
         summary.new_posts += result.inserted
         summary.known_posts += result.already_known
-        batch.clear()
 
+    recorded = 0
+    ahead = asyncio.ensure_future(asyncio.to_thread(next_batch))
     try:
-        for post in parsed:
-            if post.source_id in seen:
-                continue  # the same item listed twice in one export: one post
-            seen.add(post.source_id)
-            batch.append(_to_new_post(post))
-            if len(batch) >= batch_size:
-                await flush()
-                if on_progress:
-                    on_progress("parse", len(seen), None, stats.bad_records)
-    except IngestError:
-        # The file broke part-way: keep the posts read before the break, then report it.
-        await flush()
-        raise
-    await flush()
+        while True:
+            batch, broken = await ahead
+            if not batch and broken is None:
+                break
+            if broken is None:
+                ahead = asyncio.ensure_future(asyncio.to_thread(next_batch))
+            if batch:
+                await flush(batch)
+                recorded += len(batch)
+            if broken is not None:
+                raise broken
+            if on_progress:
+                on_progress("parse", recorded, None, stats.bad_records)
+    finally:
+        # Leave no worker inside the parser: the caller closes the export right after.
+        if not ahead.done():
+            await asyncio.wait([ahead])
+        close = getattr(posts, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)
     if on_progress:
-        on_progress("parse", len(seen), len(seen), stats.bad_records)
+        on_progress("parse", recorded, recorded, stats.bad_records)
     summary.messages = stats.messages
     summary.image_items = len(seen)
     summary.skipped.update(stats.skipped)
@@ -266,7 +312,14 @@ async def fetch_images(
             try:
                 data = await _bytes_for(post, reader, reader_lock, fetcher, max_bytes)
                 info = await asyncio.to_thread(inspect_image, data, max_pixels=max_pixels)
-                await asyncio.to_thread(files.write, info.sha256, info.ext, data)
+
+                def put(info=info, data=data) -> None:
+                    files.write(info.sha256, info.ext, data)
+
+                # Claim, write, then link: a sweep in any process deletes only a file whose
+                # claim is stale, and the link re-checks the file under the write lock.
+                await claim_image_file(db, info.sha256, info.ext)
+                await asyncio.to_thread(put)
                 outcome = await record_stored(
                     db,
                     post.id,
@@ -279,6 +332,7 @@ async def fetch_images(
                         info.ext,
                         info.bytes,
                     ),
+                    ensure_file=put,
                 )
                 summary.stored += 1
                 if outcome.is_new:
@@ -310,7 +364,7 @@ async def fetch_images(
                 tg.create_task(one(post))
     except ExceptionGroup as group:
         # A full disk or a locked database stops every download: say it in one line.
-        raise _one_line(group, files.root) from group
+        raise _one_line(group, files.root, db.path) from group
 
 
 async def run_ingest(
@@ -329,13 +383,17 @@ async def run_ingest(
     concurrency: int = 8,
     batch_size: int = 500,
     on_progress: ProgressFn | None = None,
+    orphan_grace_s: float = ORPHAN_GRACE_S,
 ) -> IngestSummary:
-    """Record then fetch. The caller holds ``ingest_lock`` for the data dir."""
+    """Record then fetch. The caller holds ``ingest_lock`` for the data dir.
+
+    Raises:
+        StoreMismatch: the database is empty but the image folder is not (a lost database).
+    """
     started = time.monotonic()
     summary = IngestSummary(source=source)
-    summary.orphans_swept = await asyncio.to_thread(
-        files.sweep_orphans, await list_image_hashes(db)
-    )
+    await check_files_belong(db, files)
+    summary.orphans_swept = await sweep_orphans(db, files, grace_s=orphan_grace_s)
     seen = await record_posts(
         db, parsed, stats, summary, people=people, batch_size=batch_size, on_progress=on_progress
     )

@@ -59,8 +59,9 @@ def _migrations() -> list[tuple[int, str, str]]:
 SCHEMA_VERSION = len(_migrations())
 
 
-def utcnow() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+def utcnow(timespec: str = "seconds") -> str:
+    """The current UTC time as ISO text; one ``timespec`` per column keeps them comparable."""
+    return datetime.now(UTC).isoformat(timespec=timespec)
 
 
 def is_writable(path: Path) -> bool:

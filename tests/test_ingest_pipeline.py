@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -201,3 +202,69 @@ async def test_too_large_is_told_by_type_not_by_message_text(db, tmp_path):
                 max_bytes=64,
             )
     assert dict(s.failures) == {"too_large": 1, "unreadable": 1}
+
+
+def _large_discord_export(path, messages: int, every: int):
+    """A DCE channel of mostly text, with an image link every ``every`` messages."""
+    import json
+
+    author = {"id": "500000000000000001", "name": "person_a", "nickname": "Person A"}
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write('{"guild": {"id": "1", "name": "G"}, "channel": {"id": "2", "name": "c"},')
+        fh.write('"messages": [')
+        for i in range(messages):
+            attachments = []
+            if i % every == 0:
+                url = f"https://cdn.example.invalid/attachments/2/{i}/pic{i}.png"
+                attachments = [{"id": f"9{i}", "url": url, "fileName": f"pic{i}.png"}]
+            message = {
+                "id": str(10**18 + i),
+                "type": "Default",
+                "timestamp": "2023-01-06T14:24:31.114+00:00",
+                "content": f"message number {i} with some words in it " * 3,
+                "author": author,
+                "attachments": attachments,
+                "embeds": [],
+                "stickers": [],
+                "reactions": [],
+            }
+            fh.write(("," if i else "") + json.dumps(message))
+        fh.write("]}")
+    return path
+
+
+async def test_a_large_export_never_stalls_the_event_loop(db, tmp_path):
+    from ingest.parsers import discord_export
+    from ingest.pipeline import IngestSummary, record_posts
+
+    export = _large_discord_export(tmp_path / "big.json", messages=20_000, every=4_000)
+    ticks = 0
+    seen_at: list[int] = []
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    stats = ParseStats()
+
+    def parsed():
+        with open(export, "rb") as stream:
+            for post in discord_export.iter_posts(
+                stream, file="big.json", base_dir="", stats=stats
+            ):
+                seen_at.append(ticks)  # how far the ticker got when the parser reached this post
+                yield post
+
+    task = asyncio.create_task(ticker())
+    try:
+        # One batch for the whole export: the loop gets no break between batches either.
+        seen = await record_posts(
+            db, parsed(), stats, IngestSummary("discord"), people={}, batch_size=10_000
+        )
+    finally:
+        task.cancel()
+    assert len(seen) == 5 and stats.messages == 20_000
+    # Between the first and the last image lie 16 000 text messages: the ticker ran meanwhile.
+    assert seen_at[-1] - seen_at[0] >= 3, seen_at  # a blocked loop shows 0

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import pytest
 
+from store import files as files_module
 from store.db import SCHEMA_VERSION, open_database
-from store.errors import StoreError
+from store.errors import StoreError, StoreMismatch
 from store.files import ImageFiles
+from store.orphans import check_files_belong, sweep_orphans
 from store.queries import images, labels, models, people, posts, reports
 from store.rows import NewPost
 
@@ -153,17 +158,69 @@ async def test_transaction_rolls_back_on_error(db):
     assert await people.list_people(db) == []
 
 
-def test_image_files_atomic_write_and_sweep(tmp_path):
+def test_image_files_atomic_write(tmp_path):
     files = ImageFiles(tmp_path / "images")
-    keep, orphan = "aa" * 32, "bb" * 32
+    keep = "aa" * 32
     p = files.write(keep, "png", b"x" * 10)
     assert p == tmp_path / "images" / "aa" / f"{keep}.png" and p.read_bytes() == b"x" * 10
-    files.write(orphan, "jpg", b"y")
-    leftover = tmp_path / "images" / "aa" / ".tmp-123.part"
-    leftover.write_bytes(b"half")
-    assert files.sweep_orphans({keep}) == 2
-    assert p.exists() and not leftover.exists()
-    assert not files.path_for(orphan, "jpg").exists()
+    os.utime(p, (1, 1))
+    assert files.write(keep, "png", b"x" * 10) == p  # kept, and marked as in use again
+    assert p.stat().st_mtime > 1
+    assert [name.name for name in p.parent.iterdir()] == [p.name]  # no temp file left
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+async def test_sweep_deletes_only_what_a_dead_writer_claimed(db, tmp_path):
+    files = ImageFiles(tmp_path / "images")
+    linked, abandoned, fresh, unknown = ("aa" * 32, "bb" * 32, "cc" * 32, "dd" * 32)
+    await posts.insert_posts(db, [_post("a")], {})
+    (pa,) = await posts.list_posts_to_fetch(db)
+    for sha in (linked, abandoned, fresh):
+        await images.claim_image_file(db, sha, "png")
+        files.write(sha, "png", sha.encode())
+    await posts.record_stored(db, pa.id, _img(linked), ensure_file=lambda: None)
+    files.write(unknown, "png", b"copied in by hand, never claimed")
+    # A writer claimed `abandoned` long ago and died; `fresh` is being written right now.
+    async with db.transaction() as conn:
+        await conn.execute(
+            "UPDATE pending_files SET created_at = '2001-01-01T00:00:00.000000+00:00'"
+            " WHERE sha256 = ?",
+            (abandoned,),
+        )
+    dead_tmp = files.root / "aa" / f".tmp-{files_module._HOST}-{_dead_pid()}-x1.part"
+    live_tmp = files.root / "aa" / f".tmp-{files_module._HOST}-{os.getpid()}-x2.part"
+    old_tmp = files.root / "aa" / ".tmp-abc123.part"  # no writer named: judged by age
+    stranger = files.root / "aa" / "notes.txt"
+    for path in (dead_tmp, live_tmp, old_tmp, stranger):
+        path.write_bytes(b"half")
+    os.utime(old_tmp, (1, 1))
+
+    assert await sweep_orphans(db, files) == 3
+    assert not files.path_for(abandoned, "png").exists()
+    for sha in (linked, fresh, unknown):
+        assert files.path_for(sha, "png").exists(), sha
+    assert not dead_tmp.exists() and not old_tmp.exists()
+    assert live_tmp.exists() and stranger.exists()
+    claims = [r[0] for r in await db.fetchall("SELECT sha256 FROM pending_files")]
+    assert claims == [fresh]  # linked's claim went with its link, abandoned's with its file
+
+
+async def test_empty_database_beside_stored_images_is_refused(tmp_path):
+    files = ImageFiles(tmp_path / "images")
+    async with open_database(tmp_path / "memetag.db") as db:
+        await check_files_belong(db, files)  # a new store with no images: fine
+        files.write("ee" * 32, "png", b"an image from a database that is gone")
+        with pytest.raises(StoreMismatch, match=r"holds 1 image files.*backup.*move"):
+            await check_files_belong(db, files)
+        await posts.insert_posts(db, [_post("a")], {})
+        await check_files_belong(db, files)  # posts recorded: an interrupted first ingest
+        assert await sweep_orphans(db, files, grace_s=0) == 0  # nobody claimed it: kept
+    assert files.path_for("ee" * 32, "png").exists()
 
 
 async def test_a_second_connection_reads_while_a_write_is_open(tmp_path):

@@ -1,8 +1,10 @@
-"""Images: lookups, and the labelled view training reads."""
+"""Images: lookups, the labelled view training reads, and claims on files being written."""
 
 from __future__ import annotations
 
-from store.db import Database
+import aiosqlite
+
+from store.db import Database, utcnow
 from store.queries._convert import from_iso, image_from_row
 from store.rows import Image, LabelledImage
 
@@ -55,3 +57,55 @@ async def list_labelled_images(db: Database) -> list[LabelledImage]:
         )
         for r in rows
     ]
+
+
+async def claim_image_file(db: Database, sha256: str, ext: str) -> None:
+    """Announce that this writer is about to write the file for ``sha256``; commit it first.
+
+    ``record_stored`` removes the claim when the file is linked to an image. A claim left behind
+    means the writer died in between, and only then may the sweep delete the file.
+    """
+    async with db.transaction() as conn:
+        await conn.execute(
+            "INSERT INTO pending_files (sha256, ext, created_at) VALUES (?, ?, ?)"
+            " ON CONFLICT(sha256) DO UPDATE SET ext = excluded.ext,"
+            " created_at = excluded.created_at",
+            (sha256, ext, utcnow("microseconds")),
+        )
+
+
+async def list_pending_files(db: Database, created_before: str) -> list[tuple[str, str]]:
+    """(sha256, ext) of claims older than ``created_before``, oldest first.
+
+    ``created_before`` is ISO time with microseconds, as the claims are written.
+    """
+    rows = await db.fetchall(
+        "SELECT sha256, ext FROM pending_files WHERE created_at < ? ORDER BY created_at, sha256",
+        (created_before,),
+    )
+    return [(r["sha256"], r["ext"]) for r in rows]
+
+
+async def take_stale_claim(conn: aiosqlite.Connection, sha256: str, created_before: str) -> bool:
+    """Inside the sweep's transaction: drop a claim that is still older than ``created_before``.
+
+    Returns True when its file is garbage: the claim was stale and no image row uses the hash.
+    A claim refreshed meanwhile (a writer is at it again) is left alone and returns False.
+    """
+    async with conn.execute(
+        "SELECT 1 FROM pending_files WHERE sha256 = ? AND created_at < ?",
+        (sha256, created_before),
+    ) as cur:
+        if await cur.fetchone() is None:
+            return False
+    await conn.execute("DELETE FROM pending_files WHERE sha256 = ?", (sha256,))
+    async with conn.execute("SELECT 1 FROM images WHERE sha256 = ?", (sha256,)) as cur:
+        return await cur.fetchone() is None
+
+
+async def is_store_empty(db: Database) -> bool:
+    """True when the database holds no post and no image (new, emptied or replaced)."""
+    row = await db.fetchone(
+        "SELECT NOT EXISTS (SELECT 1 FROM posts) AND NOT EXISTS (SELECT 1 FROM images)"
+    )
+    return bool(row[0])

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiosqlite
@@ -183,13 +184,28 @@ class StoreOutcome:
     is_new: bool  # the image was not in the store before this post
 
 
-async def record_stored(db: Database, post_id: int, image: StoredImage) -> StoreOutcome:
+async def record_stored(
+    db: Database,
+    post_id: int,
+    image: StoredImage,
+    *,
+    ensure_file: Callable[[], object] | None = None,
+) -> StoreOutcome:
     """Link a post to its (possibly already known) image and apply the post's own labels.
+
+    Args:
+        ensure_file: called (in a worker thread) inside the transaction, before the link is
+            committed, to make sure the file is in place — writing it again if it is gone.
+            Orphan sweeps delete files under the same write lock, so a file checked here
+            cannot vanish before its row is committed. The file's claim is released.
 
     Returns the image's id and whether it is new to the store.
     """
     now = utcnow()
     async with db.transaction() as conn:
+        if ensure_file is not None:
+            await asyncio.to_thread(ensure_file)
+        await conn.execute("DELETE FROM pending_files WHERE sha256 = ?", (image.sha256,))
         async with conn.execute("SELECT id FROM images WHERE sha256 = ?", (image.sha256,)) as cur:
             row = await cur.fetchone()
         is_new = row is None

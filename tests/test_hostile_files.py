@@ -11,6 +11,7 @@ import asyncio
 import io
 import json
 import os
+import shutil
 import sqlite3
 import stat
 from pathlib import Path
@@ -336,3 +337,31 @@ def test_ingest_folder_with_a_fifo_and_a_device_link(tmp_path: Path, capsys) -> 
     finally:
         con.close()
     assert stat.S_ISFIFO(os.stat(folder / "pipe.png").st_mode)  # left alone
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("how", ["file", "folder"])
+def test_ingest_discord_media_fifo_and_device(tmp_path: Path, capsys, how: str) -> None:
+    # A --media export whose attachments were swapped for a FIFO and a link to /dev/zero: both
+    # forms of passing the export skip them as missing and store the rest.
+    fixtures = Path(__file__).parent / "fixtures" / "discord"
+    general = "Example guild - Text Channels - general [1000000000000000001].json"
+    media = f"{general}_Files"
+    folder = tmp_path / "export [1]"
+    shutil.copytree(fixtures / media, folder / media)
+    shutil.copy(fixtures / general, folder / general)
+    (folder / media / "pepecute-7C3D1.png").unlink()
+    os.mkfifo(folder / media / "pepecute-7C3D1.png")
+    if os.path.exists("/dev/zero"):
+        (folder / media / "funny-0A1B2.gif").unlink()
+        (folder / media / "funny-0A1B2.gif").symlink_to("/dev/zero")
+    target = folder / general if how == "file" else folder
+    args = ["--data", str(tmp_path / "data"), "ingest", "discord-export", str(target)]
+    assert main([*args, "--json", "--no-progress"]) == 1
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["stored"] >= 2
+    failed = " ".join(summary["failure_examples"])
+    assert "pepecute-7C3D1.png: missing_file" in failed
+    if os.path.exists("/dev/zero"):
+        assert "funny-0A1B2.gif: missing_file" in failed
+    assert stat.S_ISFIFO(os.stat(folder / media / "pepecute-7C3D1.png").st_mode)

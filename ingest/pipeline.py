@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ingest.errors import DownloadError, ImageRejected, IngestError, MemberTooLarge
+from ingest.errors import DownloadError, ImageRejected, IngestError, MemberTooLarge, clip
 from ingest.images import inspect_image
 from ingest.parsers.base import ParsedPost, ParseStats
 from store.db import Database, translate_error
@@ -350,7 +350,7 @@ async def fetch_images(
                     summary.failures[reason] += 1
                     if len(summary.failure_examples) < MAX_FAILURE_EXAMPLES:
                         where = post.local_ref or post.url or post.source_id
-                        summary.failure_examples.append(f"{where}: {reason}: {detail}")
+                        summary.failure_examples.append(f"{clip(where)}: {reason}: {detail}")
                     failures += 1
             done += 1
             if on_progress:

@@ -356,3 +356,20 @@ def folder_csv_found(folder: Path) -> bool:
 
     with open_export(folder) as source:
         return find_label_csv(source) == "labels.csv"
+
+
+def test_megabyte_values_from_an_export_make_short_messages(data, tmp_path, capsys):
+    long_id = "1" * 1_000_000
+    url = "https://127.0.0.1/" + "a" * 1_000_000 + ".png"  # refused at once: a private address
+    message = (f'{{"id": "{long_id}", "timestamp": "not a time {long_id}", "attachments": '
+               f'[{{"url": "{url}", "fileName": "a.png"}}]}}')  # fmt: skip
+    (tmp_path / "x.json").write_text(_dce([message]))
+    assert _ingest(data, "discord-export", str(tmp_path / "x.json"), "--json") == 1
+    captured = capsys.readouterr()
+    assert len(captured.out) < 5000, len(captured.out)
+    summary = json.loads(captured.out)
+    assert summary["failures_by_reason"] == {"private_address": 1}
+    assert summary["bad_records"] == 1
+    assert _ingest(data, "discord-export", str(tmp_path / "x.json"), "--retry-failed") == 1
+    captured = capsys.readouterr()
+    assert max(len(line) for line in (captured.out + captured.err).splitlines()) < 2000

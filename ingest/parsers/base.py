@@ -6,6 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from ingest.errors import CLIP_LIMIT, clip
+
 
 def as_utc(moment: datetime) -> datetime | None:
     """``moment`` in UTC (naive means UTC already), or None when that is outside years 1-9999.
@@ -68,4 +70,5 @@ class ParseStats:
     def bad(self, description: str) -> None:
         self.bad_records += 1
         if len(self.bad_examples) < 5:
-            self.bad_examples.append(description)
+            # descriptions quote ids and values from the export, which may be megabytes long
+            self.bad_examples.append(clip(description, 3 * CLIP_LIMIT))

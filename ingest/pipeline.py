@@ -43,6 +43,7 @@ from store.queries.posts import (
     record_stored,
 )
 from store.rows import NewPost, Post
+from store.warning_context import warnings_about
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +312,9 @@ async def fetch_images(
         async with sem:
             try:
                 data = await _bytes_for(post, reader, reader_lock, fetcher, max_bytes)
-                info = await asyncio.to_thread(inspect_image, data, max_pixels=max_pixels)
+                # Pillow's warnings (corrupt EXIF...) then name the item they are about.
+                with warnings_about(post.local_ref or post.url or post.source_id):
+                    info = await asyncio.to_thread(inspect_image, data, max_pixels=max_pixels)
 
                 def put(info=info, data=data) -> None:
                     files.write(info.sha256, info.ext, data)

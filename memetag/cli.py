@@ -7,10 +7,12 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from memetag import __version__
-from memetag.commands._text import shown_line
+from memetag.commands._text import shown, shown_line
 from memetag.config import load_config
 
 # Each module exposes register(subparsers); a registered parser sets `handler(args, cfg) -> int`.
@@ -32,6 +34,49 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from store.errors import StoreError
 
     return (MemetagError, StoreError, IngestError, ClassifierError)
+
+
+class _WarningsToLog:
+    """``warnings.showwarning`` for the CLI: each library warning becomes one log line.
+
+    Python would print the warning's source file and line of code; a user needs the file it is
+    about (named by ``store.warning_context`` where an image is decoded) and the message, once.
+    The logger is named after the library that warned (``PIL``, ``sklearn``), so ``-v`` output
+    and a warning read alike.
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str | None, type, str]] = set()
+
+    def __call__(self, message, category, filename, lineno, file=None, line=None) -> None:
+        from store.warning_context import current_subject
+
+        subject = current_subject()
+        text = shown_line(" ".join(str(message).split()))
+        key = (subject, category, text)
+        if key in self._seen:
+            return
+        if len(self._seen) < 10_000:
+            self._seen.add(key)
+        logger = logging.getLogger(_origin(filename))
+        if subject is None:
+            logger.warning("%s", text)
+        else:
+            logger.warning("%s: %s", shown(subject), text)
+
+
+def _origin(filename: str) -> str:
+    """The top-level package a source file belongs to (``PIL`` for .../site-packages/PIL/x.py)."""
+    path = Path(filename)
+    roots = sorted((Path(p) for p in sys.path if p), key=lambda p: len(p.parts), reverse=True)
+    for root in roots:
+        try:
+            rel = path.relative_to(root)
+        except ValueError:
+            continue
+        if rel.parts:
+            return rel.parts[0].removesuffix(".py")
+    return path.stem or "warnings"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,10 +116,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     errors = _user_errors()
     try:
-        from pathlib import Path
-
-        cfg = load_config(Path(args.config) if args.config else None, data_dir=args.data)
-        return int(args.handler(args, cfg) or 0)
+        with warnings.catch_warnings():
+            # Every file with damaged metadata is named, not only the first (the default filter
+            # shows a message once per line of library code); _WarningsToLog drops repeats.
+            warnings.simplefilter("always", UserWarning)
+            warnings.showwarning = _WarningsToLog()
+            cfg = load_config(Path(args.config) if args.config else None, data_dir=args.data)
+            return int(args.handler(args, cfg) or 0)
     except errors as exc:
         # Messages name files, URLs and people from exports: escaped and cut to one sane line.
         print(f"memetag: error: {shown_line(exc)}", file=sys.stderr)

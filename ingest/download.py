@@ -9,14 +9,24 @@ asked for (the detail names the redirect hop or fallback when that is where it f
 - ``http_4xx``: any other refusal (401, 403, 451...) or an unexpected 1xx/3xx. Not retried.
 - ``http_429``: rate limited on every attempt (``Retry-After`` honoured). Retried.
 - ``http_5xx``: a server error on every attempt (``Retry-After`` honoured). Retried.
-- ``timeout``: no complete response within the session's timeout, every attempt. Retried.
-- ``connection``: refused/reset connection, DNS failure, broken body, every attempt. Retried.
+- ``timeout``: no complete response within the session's timeout, every attempt, or the
+  URL's whole deadline (``deadline_s``) is spent. Retried while the deadline allows.
+- ``connection``: refused/reset connection, temporary DNS failure, broken body. Retried.
+- ``unknown_host``: DNS says the name does not exist. Not retried.
+- ``tls``: the TLS handshake failed (bad certificate, not a TLS server...). Not retried.
+- ``bad_response``: the server's answer is not valid HTTP (headers over aiohttp's 8 KB
+  line limit, a garbled status line). Not retried.
 - ``too_large``: Content-Length, or the bytes actually received, exceed ``max_bytes``.
 - ``not_image``: ``must_be_image`` and the first bytes are no image format (or no bytes at all).
 - ``private_address``: the host is, or resolves only to, a loopback/private/link-local/
   multicast/reserved/unspecified address (IPv4-mapped and embedded IPv6 unwrapped).
 - ``bad_url``: not an absolute http(s) URL, or a redirect without a usable Location.
 - ``too_many_redirects``: more than ``max_redirects`` hops.
+
+Retries are for what can succeed on a second try (a busy or restarting server, a dropped
+connection); each URL has a total ``deadline_s`` over all its attempts and backoff waits, so a
+server that drips a byte now and then cannot hold it for ``retries`` × the session timeout.
+A retry whose wait would overrun the deadline is not made.
 
 The private-address guard has three layers, all off with ``allow_private``: the session's
 resolver drops refused addresses of every name it resolves (redirects and DNS rebinding
@@ -38,6 +48,7 @@ import logging
 import math
 import random
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
@@ -259,6 +270,8 @@ class Downloader:
         session: from :func:`create_session`; the downloader never closes it.
         concurrency: requests in flight at once (a task sleeping between retries holds none).
         retries: extra attempts after the first for retryable failures (so 5 tries by default).
+        deadline_s: most seconds spent on one URL, all its attempts and backoff waits together
+            (time spent queueing for a concurrency slot does not count); None for no limit.
         backoff_base, backoff_max: full-jitter exponential backoff, in seconds; ``Retry-After``
             replaces it when the server sends one, capped at ``backoff_max``.
         max_bytes: body cap, checked against Content-Length and while streaming.
@@ -271,6 +284,7 @@ class Downloader:
         *,
         concurrency: int = 8,
         retries: int = 4,
+        deadline_s: float | None = 60.0,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         max_bytes: int = 25 * MiB,
@@ -286,6 +300,7 @@ class Downloader:
         self._semaphore = asyncio.Semaphore(concurrency)
         self.concurrency = concurrency
         self.retries = retries
+        self.deadline_s = deadline_s
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.max_bytes = max_bytes
@@ -370,21 +385,44 @@ class Downloader:
     # -- internals ----------------------------------------------------------------------------
 
     async def _fetch_retrying(self, url: str, must_be_image: bool) -> bytes:
+        loop = asyncio.get_running_loop()
+        left = self.deadline_s  # seconds of this URL's deadline not yet spent
         attempt = 0
         while True:
+            tries = f"{attempt + 1} attempt{'s' if attempt else ''}"
             try:
                 async with self._semaphore:
-                    return await self._fetch_once(url, must_be_image)
+                    started = loop.time()
+                    try:
+                        async with asyncio.timeout(left) as budget:
+                            return await self._fetch_once(url, must_be_image)
+                    except TimeoutError:
+                        if not budget.expired():
+                            raise
+                        raise DownloadError(
+                            url, "timeout", f"gave up at the {self.deadline_s}s deadline ({tries})"
+                        ) from None
+                    finally:
+                        if left is not None:
+                            left -= loop.time() - started
             except _Retryable as exc:
                 if attempt >= self.retries:
-                    tries = f"{attempt + 1} attempt{'s' if attempt else ''}"
                     raise DownloadError(url, exc.reason, f"{exc.detail} ({tries})") from None
                 delay = self._backoff(attempt, exc.retry_after)
+                if left is not None and delay >= left:
+                    raise DownloadError(
+                        url,
+                        exc.reason,
+                        f"{exc.detail} ({tries}; no time left for another before the "
+                        f"{self.deadline_s}s deadline)",
+                    ) from None
                 log.debug(
                     "%s: %s (%s); retry %d/%d in %.2fs",
                     url, exc.reason, exc.detail, attempt + 1, self.retries, delay,
                 )  # fmt: skip
                 await self._sleep(delay)
+                if left is not None:
+                    left -= delay
                 attempt += 1
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
@@ -422,11 +460,22 @@ class Downloader:
             except aiohttp.ClientConnectorError as exc:
                 if isinstance(exc.os_error, PrivateAddressError):  # from the session's resolver
                     raise DownloadError(url, "private_address", f"{exc.os_error}{where}") from None
+                if isinstance(exc, aiohttp.ClientSSLError) or isinstance(
+                    exc.os_error, ssl.SSLError
+                ):
+                    # A bad certificate or a server that speaks no TLS: the same next time.
+                    raise DownloadError(url, "tls", f"{exc}{where}") from None
+                if _is_unknown_host(exc):
+                    raise DownloadError(url, "unknown_host", f"{exc}{where}") from None
                 raise _Retryable("connection", f"{exc}{where}") from None
             except PrivateAddressError as exc:  # from the session's IP-literal hook
                 raise DownloadError(url, "private_address", f"{exc}{where}") from None
             except aiohttp.InvalidURL as exc:
                 raise DownloadError(url, "bad_url", f"{exc}{where}") from None
+            except aiohttp.ClientResponseError as exc:
+                # aiohttp could not parse the answer (headers over its 8 KB line limit, a
+                # garbled status line): asking again gets the same answer.
+                raise DownloadError(url, "bad_response", f"{exc.message}{where}") from None
             except aiohttp.ClientError as exc:
                 raise _Retryable("connection", f"{type(exc).__name__}: {exc}{where}") from None
         raise DownloadError(url, "too_many_redirects", f"more than {self.max_redirects} redirects")
@@ -500,6 +549,24 @@ class Downloader:
         head = bytes(body[:512])
         if not sniff_image_prefix(head):
             raise DownloadError(url, "not_image", f"{describe_prefix(head)}{where}")
+
+
+# getaddrinfo's "no such name" answers (EAI_AGAIN, a DNS server that did not answer, is retried)
+_NO_SUCH_HOST = frozenset(
+    code
+    for code in (getattr(socket, n, None) for n in ("EAI_NONAME", "EAI_NODATA", "EAI_ADDRFAMILY"))
+    if code is not None
+)
+
+
+def _is_unknown_host(exc: aiohttp.ClientConnectorError) -> bool:
+    """DNS answered that the name does not exist (not: it could not be asked right now)."""
+    os_error = exc.os_error
+    return (
+        isinstance(exc, aiohttp.ClientConnectorDNSError)
+        and isinstance(os_error, socket.gaierror)
+        and os_error.errno in _NO_SUCH_HOST
+    )
 
 
 def _parse_retry_after(value: str | None, now: float) -> float | None:

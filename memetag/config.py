@@ -30,6 +30,7 @@ class IngestConfig:
     concurrency: int = 8
     timeout_s: float = 30.0
     retries: int = 4
+    deadline_s: float = 60.0
     max_bytes: int = 25 * 1024 * 1024
     max_pixels: int = 80_000_000
     skip_stickers: bool = True
@@ -150,6 +151,7 @@ def _validate_ranges(origin: str, cfg: AppConfig) -> None:
         (cfg.ingest.concurrency >= 1, "[ingest] concurrency must be at least 1"),
         (cfg.ingest.timeout_s > 0, "[ingest] timeout_s must be positive"),
         (cfg.ingest.retries >= 0, "[ingest] retries must be 0 or more"),
+        (cfg.ingest.deadline_s > 0, "[ingest] deadline_s must be positive"),
         (cfg.ingest.max_bytes > 0, "[ingest] max_bytes must be positive"),
         (cfg.ingest.max_pixels > 0, "[ingest] max_pixels must be positive"),
         (cfg.ingest.batch_size >= 1, "[ingest] batch_size must be at least 1"),

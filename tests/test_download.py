@@ -6,9 +6,13 @@ import asyncio
 import email.utils
 import ipaddress
 import random
+import shutil
 import socket
+import ssl
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -29,7 +33,7 @@ from ingest.download import (
 from ingest.errors import DownloadError
 from ingest.images import inspect_image
 from tests.helpers.imagegen import HTML_PAGE
-from tests.helpers.imageserver import ImageServer
+from tests.helpers.imageserver import ImageServer, forever
 
 # --- fixtures ---------------------------------------------------------------------------------
 
@@ -264,6 +268,133 @@ async def test_connection_refused_is_retried(
     assert err.reason == "connection"
     assert "3 attempts" in err.detail
     assert len(sleeps.delays) == 2
+
+
+# --- the per-URL deadline and what is worth retrying ------------------------------------------
+
+
+async def test_dripping_server_is_cut_at_the_deadline(
+    server: ImageServer, sleeps: RecordingSleep
+) -> None:
+    # One byte now and then never trips the session's 30 s limits; only the deadline stops it.
+    server.add_stream("/drip", lambda: forever(b"\xff"), delay=0.05, content_type="image/jpeg")
+    async with create_session(allow_private=True, timeout_s=30.0) as patient:
+        downloader = Downloader(patient, allow_private=True, retries=4, deadline_s=0.3,
+                                sleep=sleeps)  # fmt: skip
+        err = await reason_of(downloader, server.url("/drip"))
+    assert err.reason == "timeout"
+    assert "0.3s deadline" in err.detail and "1 attempt" in err.detail
+    assert server.hits["/drip"] == 1
+    assert sleeps.delays == []
+
+
+async def test_no_retry_that_would_overrun_the_deadline(
+    server: ImageServer, make_downloader: Callable[..., Downloader], sleeps: RecordingSleep
+) -> None:
+    server.add_status("/busy", 503, headers={"Retry-After": "1"})
+    err = await reason_of(make_downloader(retries=10, deadline_s=2.5), server.url("/busy"))
+    assert err.reason == "http_5xx"
+    assert "no time left" in err.detail and "3 attempts" in err.detail
+    assert server.hits["/busy"] == 3
+    assert sleeps.delays == [1.0, 1.0]
+
+
+async def test_deadline_is_per_url_so_a_fallback_gets_its_own(
+    server: ImageServer, sleeps: RecordingSleep
+) -> None:
+    server.add_stream("/drip", lambda: forever(b"\xff"), delay=0.05, content_type="image/jpeg")
+    async with create_session(allow_private=True, timeout_s=30.0) as patient:
+        downloader = Downloader(patient, allow_private=True, deadline_s=0.3, sleep=sleeps)
+        data = await downloader.fetch(
+            server.url("/drip"), fallback_urls=[server.url("/img/photo.jpg")]
+        )
+    assert data == server.content["/img/photo.jpg"]
+
+
+class FailingResolver(AbstractResolver):
+    """A DNS that answers every name with the given getaddrinfo error."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+        self.asked = 0
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.asked += 1
+        raise socket.gaierror(self.code, "Name or service not known")
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "asked"),
+    [(socket.EAI_NONAME, "unknown_host", 1), (socket.EAI_AGAIN, "connection", 3)],
+)
+async def test_unknown_host_is_not_retried_but_a_dns_hiccup_is(
+    sleeps: RecordingSleep, code: int, reason: str, asked: int
+) -> None:
+    dns = FailingResolver(code)
+    async with create_session(allow_private=True, resolver=dns) as session:
+        downloader = Downloader(session, allow_private=True, retries=2, sleep=sleeps)
+        err = await reason_of(downloader, "http://no-such-host.test/a.jpg")
+    assert err.reason == reason
+    assert dns.asked == asked
+    assert len(sleeps.delays) == asked - 1
+
+
+async def test_oversized_headers_are_not_retried(
+    server: ImageServer, downloader: Downloader, sleeps: RecordingSleep
+) -> None:
+    async def huge_header(request: web.Request) -> web.Response:
+        return web.Response(body=b"\xff\xd8\xff", headers={"X-Padding": "a" * 20_000})
+
+    server.add_handler("/huge-header", huge_header)
+    err = await reason_of(downloader, server.url("/huge-header"))
+    assert err.reason == "bad_response"
+    assert server.hits["/huge-header"] == 1
+    assert sleeps.delays == []
+    assert len(str(err)) < 2000  # aiohttp quotes the header; the message stays one short line
+
+
+async def test_tls_to_a_plain_http_server_is_not_retried(
+    server: ImageServer, downloader: Downloader, sleeps: RecordingSleep
+) -> None:
+    err = await reason_of(downloader, f"https://127.0.0.1:{server.port}/img/photo.jpg")
+    assert err.reason == "tls"
+    assert sleeps.delays == []
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+async def test_untrusted_certificate_is_not_retried(
+    tmp_path: Path, downloader: Downloader, sleeps: RecordingSleep
+) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    async with ImageServer() as plain:
+        plain.add_standard_routes()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", plain._dispatch)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            err = await reason_of(downloader, f"https://127.0.0.1:{port}/img/photo.jpg")
+        finally:
+            await runner.cleanup()
+    assert err.reason == "tls"
+    assert "certificate" in err.detail.lower()
+    assert plain.hits["/img/photo.jpg"] == 0
+    assert sleeps.delays == []
 
 
 # --- caps and sniffing ------------------------------------------------------------------------

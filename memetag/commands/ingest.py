@@ -272,6 +272,7 @@ async def _ingest(args: argparse.Namespace, cfg: AppConfig, concurrency: int) ->
                     session,
                     concurrency=concurrency,
                     retries=cfg.ingest.retries,
+                    deadline_s=cfg.ingest.deadline_s,
                     max_bytes=cfg.ingest.max_bytes,
                     allow_private=args.allow_private,
                 )

@@ -20,6 +20,7 @@ from memetag.config import load_config
 COMMAND_MODULES = (
     "memetag.commands.ingest",
     "memetag.commands.export",
+    "memetag.commands.failures",
     "memetag.commands.train",
     "memetag.commands.predict",
     "memetag.commands.demo",

@@ -144,3 +144,20 @@ class Stats:
     failures_by_reason: dict[str, int]
     not_images: int
     models: int
+
+
+@dataclass(frozen=True)
+class FailedPost:
+    """A post whose image could not be stored, with the last failure's reason and time."""
+
+    post_id: int
+    source: str
+    reason: str
+    detail: str | None
+    url: str | None
+    local_ref: str | None
+    conversation: str | None
+    sender: str | None
+    posted_at: datetime | None
+    failed_at: datetime | None
+    attempts: int

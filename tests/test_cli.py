@@ -25,7 +25,8 @@ def test_every_command_has_help_text():
     commands = list(_walk(build_parser()))
     names = {" ".join(p) for p, _ in commands}
     for expected in ("ingest hangouts", "ingest gchat", "ingest discord-export", "ingest folder",
-                     "export", "stats", "train", "eval", "predict", "explain", "models", "demo"):  # fmt: skip
+                     "export", "stats", "failures", "train", "eval", "predict", "explain",
+                     "models", "demo"):  # fmt: skip
         assert expected in names, f"`memetag {expected}` is missing"
     for path, parser in commands:
         if path:

@@ -16,9 +16,28 @@ FORMATS = {
     "hangouts": "Google Takeout Hangouts: Hangouts.json, or a whole Takeout .zip/.tgz read in place",
     "gchat": "Google Takeout Google Chat: the 'Google Chat' folder or a Takeout .zip/.tgz",
     "discord-export": "DiscordChatExporter JSON: one .json file, or a folder of them",
-    "folder": "Already-labelled images: an ImageFolder tree (<label>/<image>) or a CSV "
-    "(filename,sender,labels,timestamp)",
+    "folder": "Already-labelled images: an ImageFolder tree (<label>/<image>), as a folder or a "
+    ".zip/.tar/.tgz of one, or a CSV (filename,sender,labels,timestamp)",
 }
+# Sources whose images are all files inside the export: nothing is downloaded, so no option
+# about URLs is offered for them.
+LOCAL_ONLY = frozenset({"gchat", "folder"})
+PATH_HELP = {
+    "hangouts": "Hangouts.json, or a Takeout .zip/.tgz",
+    "gchat": "the 'Google Chat' folder, or a Takeout .zip/.tgz",
+    "discord-export": "one export .json, or a folder of them",
+    "folder": "a folder of images, a .zip/.tar/.tgz of one, or a labels .csv",
+}
+RETRY_HELP = {
+    "hangouts": "re-attempt images that failed in an earlier run (downloads cut off by a "
+    "timeout, a lost connection or a busy server)",
+    "gchat": "re-read attachments that failed in an earlier run (e.g. from a re-downloaded, "
+    "complete Takeout)",
+    "discord-export": "re-attempt images that failed in an earlier run (downloads cut off by a "
+    "timeout, a lost connection or a busy server; --media files from a complete export)",
+    "folder": "re-read files that failed in an earlier run (e.g. after raising [ingest] max_bytes)",
+}
+_ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz")
 SOURCE_NAMES = {
     "hangouts": "hangouts",
     "gchat": "gchat",
@@ -39,23 +58,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     kinds.required = True
     for name, help_text in FORMATS.items():
         p = kinds.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("path", metavar="PATH", help="the export file, folder or archive")
-        p.add_argument(
-            "--retry-failed",
-            action="store_true",
-            help="re-attempt images whose download failed in an earlier run",
-        )
+        p.add_argument("path", metavar="PATH", help=PATH_HELP[name])
+        p.add_argument("--retry-failed", action="store_true", help=RETRY_HELP[name])
+        downloads = name not in LOCAL_ONLY
         p.add_argument(
             "--concurrency",
             type=int,
             metavar="N",
-            help="parallel downloads (default: [ingest] concurrency)",
-        )
-        p.add_argument(
-            "--allow-private",
-            action="store_true",
-            help="allow URLs that resolve to loopback/private addresses (off by default)",
-        )
+            help=("parallel downloads and image checks" if downloads else "images read and "
+                  "checked at once") + " (default: [ingest] concurrency)",
+        )  # fmt: skip
+        if downloads:
+            p.add_argument(
+                "--allow-private",
+                action="store_true",
+                help="allow URLs that resolve to loopback/private addresses (off by default)",
+            )
         p.add_argument("--json", action="store_true", help="print the summary as JSON")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         if name == "hangouts":
@@ -119,9 +137,15 @@ def _parsed_posts(args: argparse.Namespace, cfg: AppConfig, stack: ExitStack, st
     if not path.exists():
         raise UserError(f"{path}: no such file or directory")
     csv_member = getattr(args, "csv", None)
-    if args.format == "folder" and path.is_file():
+    if (
+        args.format == "folder"
+        and path.is_file()
+        and not path.name.lower().endswith(_ARCHIVE_SUFFIXES)
+    ):
         if path.suffix.lower() != ".csv":
-            raise UserError(f"{path}: expected a folder of images or a .csv file")
+            raise UserError(
+                f"{path}: expected a folder of images, a .zip/.tar/.tgz of one, or a .csv file"
+            )
         # Filenames in the CSV are relative to its folder: that folder is the export root.
         csv_member, path = path.name, path.parent
     source = stack.enter_context(open_export(path))
@@ -201,6 +225,8 @@ def _list_conversations(args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary, path: str) -> None:
+    from memetag.commands.failures import retryable
+
     d = summary.as_dict()
     print(f"ingested {shown(path)} ({d['source']}) in {d['seconds']:.1f}s")
     print(f"  messages read        {d['messages_read']}")
@@ -218,8 +244,13 @@ def _print_summary(summary, path: str) -> None:
     total_failures = sum(failures.values())
     detail = ", ".join(f"{k} {v}" for k, v in failures.items())
     print(f"  failures             {total_failures}" + (f" ({detail})" if detail else ""))
+    # --retry-failed only helps where the network was the trouble: a file missing from the
+    # export or a 404 fails the same way on every run.
+    again = retryable(failures)
+    if again:
+        print(f"                       {again} may succeed later: re-run with --retry-failed")
     if total_failures:
-        print("                       re-run with --retry-failed to try them again")
+        print("                       list them with `memetag failures`")
     if d["retried"]:
         print(f"  retried              {d['retried']}")
     if d["skipped"]:
@@ -235,7 +266,7 @@ def _print_summary(summary, path: str) -> None:
         print(f"memetag: failed: {shown_line(line)}", file=sys.stderr)
     more = total_failures - len(d["failure_examples"])
     if more > 0:
-        print(f"memetag: … and {more} more (see `memetag stats`)", file=sys.stderr)
+        print(f"memetag: … and {more} more (see `memetag failures`)", file=sys.stderr)
 
 
 def handle_ingest(args: argparse.Namespace, cfg: AppConfig) -> int:
@@ -256,6 +287,7 @@ async def _ingest(args: argparse.Namespace, cfg: AppConfig, concurrency: int) ->
     from store.files import ImageFiles
 
     stats = ParseStats()
+    allow_private = getattr(args, "allow_private", False)  # only sources that download have it
     on_progress, close_bars = _progress_bars(not args.no_progress and not args.json)
     with ExitStack() as stack:
         parsed, reader = _parsed_posts(args, cfg, stack, stats)
@@ -265,7 +297,7 @@ async def _ingest(args: argparse.Namespace, cfg: AppConfig, concurrency: int) ->
             session = create_session(
                 concurrency=concurrency,
                 timeout_s=cfg.ingest.timeout_s,
-                allow_private=args.allow_private,
+                allow_private=allow_private,
             )
             async with session:
                 fetcher = Downloader(
@@ -274,7 +306,7 @@ async def _ingest(args: argparse.Namespace, cfg: AppConfig, concurrency: int) ->
                     retries=cfg.ingest.retries,
                     deadline_s=cfg.ingest.deadline_s,
                     max_bytes=cfg.ingest.max_bytes,
-                    allow_private=args.allow_private,
+                    allow_private=allow_private,
                 )
                 try:
                     summary = await run_ingest(

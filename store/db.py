@@ -93,7 +93,7 @@ def translate_error(exc: BaseException, path: Path) -> StoreError | None:
         return None
     if isinstance(exc, OSError):
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            return _read_only(Path(exc.filename) if exc.filename else path)
+            return _read_only(path)
         if exc.errno == errno.ENOSPC:
             return StoreError(f"{path}: the disk is full")
     return None
@@ -310,4 +310,9 @@ async def open_database(path: Path, *, readonly: bool = False) -> AsyncIterator[
     finally:
         # The reader first: the last connection to close checkpoints the WAL and removes it.
         for conn in reversed(opened):
-            await conn.close()
+            try:
+                await conn.close()
+            except sqlite3.Error as exc:
+                # Everything was committed or rolled back already; a damaged file can still
+                # refuse the final checkpoint. Say so without hiding the block's own error.
+                log.warning("%s: closing the database failed: %s", path, exc)

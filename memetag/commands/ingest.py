@@ -219,7 +219,7 @@ def _list_conversations(args: argparse.Namespace) -> int:
         people = ", ".join(shown(p, 80) for p in r.participants)
         print(
             f"{shown(r.id, 60):<30} {r.messages:>8} {r.images:>6}  "
-            f"{shown(r.name or '(unnamed)', 120)} [{shown(r.type, 30)}]: {people}"
+            f"{shown(r.name or '(unnamed)')} [{shown(r.type, 30)}]: {people}"
         )
     return 0
 

@@ -100,7 +100,7 @@ def _print_table(rows: list[dict[str, Any]], version: str) -> None:
             senders.append("")
             continue
         sender = row["sender"]
-        name = shown(sender["name"], 60) if sender["name"] is not None else "unsure"
+        name = shown(sender["name"], 80) if sender["name"] is not None else "unsure"
         senders.append(f"{name} ({sender['probability']:.2f})")
     sender_width = max([len("SENDER")] + [len(s) for s in senders])
     print(f"model {version}")

@@ -129,9 +129,9 @@ def _print(counts: dict[str, int], rows: list, *, filtered: bool) -> None:
     for row in rows:
         when = row.failed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if row.failed_at else ""
         where = row.local_ref or row.url or f"post {row.post_id}"
-        print(f"{when:<16}  {row.source:<8}  {shown(row.reason, 40):<{width}}  {shown(where, 160)}")
+        print(f"{when:<16}  {row.source:<8}  {shown(row.reason, 40):<{width}}  {shown(where)}")
         if row.detail:
-            print(f"{'':<16}  {'':<8}  {'':<{width}}  {shown(row.detail, 240)}")
+            print(f"{'':<16}  {'':<8}  {'':<{width}}  {shown(row.detail)}")
     if total > len(rows):
         print(f"… and {total - len(rows)} more (--limit 0 shows all)")
     again = retryable(counts)

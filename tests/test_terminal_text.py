@@ -98,7 +98,8 @@ def test_failure_lines_are_escaped_and_short(tmp_path: Path, capsys) -> None:
     assert len(failed) == 2, captured.err
     for line in failed:
         assert len(line) <= LINE_LIMIT + 60, len(line)
-    assert any("characters cut]" in line and "aaaa" in line for line in failed)
+    # Cut in the middle (by the pipeline's clip or by the terminal helper): both ends remain.
+    assert any("cut]" in line and "/aaaa" in line and "/meme.png:" in line for line in failed)
     assert max(len(line) for line in captured.err.splitlines()) <= LINE_LIMIT + 60
 
     # stats and the error line of a command that refuses a hostile path

@@ -3,8 +3,9 @@
 Writes go through ``transaction()`` (``BEGIN IMMEDIATE`` on the write connection, one at a time).
 Reads (``fetchall``, ``fetchone``, ``iter_rows``) use a second connection, so a task reading
 while another task's transaction is open sees only committed rows — as another process would.
-A read made by the task that holds the transaction (or by a task it started inside the block)
-goes to the write connection, so a transaction always sees its own writes.
+A read made by the task that holds the transaction goes to the write connection, so a
+transaction always sees its own writes (tasks it starts are other tasks: they see committed
+rows only).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -35,11 +35,6 @@ _SQLITE_CORRUPT = 11
 _SQLITE_FULL = 13
 _SQLITE_CANTOPEN = 14
 _SQLITE_NOTADB = 26
-
-# The Database whose transaction the current task (and the tasks it started) is inside.
-_TRANSACTION_OWNER: ContextVar[Database | None] = ContextVar(
-    "store_transaction_owner", default=None
-)
 
 
 def _migrations() -> list[tuple[int, str, str]]:
@@ -120,6 +115,7 @@ class Database:
         self._writer = writer
         self._reader = reader
         self._write_lock = asyncio.Lock()
+        self._txn_task: asyncio.Task | None = None  # the task inside transaction(), if any
 
     @property
     def readonly(self) -> bool:
@@ -132,8 +128,11 @@ class Database:
             raise StoreError(f"{self.path}: the database was opened read-only")
         return self._writer
 
+    def _in_own_transaction(self) -> bool:
+        return self._txn_task is not None and self._txn_task is asyncio.current_task()
+
     def _read_conn(self) -> aiosqlite.Connection:
-        if self._writer is not None and _TRANSACTION_OWNER.get() is self:
+        if self._writer is not None and self._in_own_transaction():
             return self._writer  # inside our own transaction: see our own writes
         return self._reader
 
@@ -146,7 +145,7 @@ class Database:
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction; rolled back if the block raises (or is cancelled)."""
         writer = self.conn
-        if _TRANSACTION_OWNER.get() is self:
+        if self._in_own_transaction():
             raise RuntimeError("store transactions do not nest; use the connection you have")
         async with self._write_lock:
             try:
@@ -154,7 +153,7 @@ class Database:
             except sqlite3.Error as exc:
                 self._raise_translated(exc)
                 raise
-            token = _TRANSACTION_OWNER.set(self)
+            self._txn_task = asyncio.current_task()
             try:
                 yield writer
                 await writer.execute("COMMIT")
@@ -169,7 +168,7 @@ class Database:
                 self._raise_translated(exc)
                 raise
             finally:
-                _TRANSACTION_OWNER.reset(token)
+                self._txn_task = None
 
     async def fetchall(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         try:

@@ -292,8 +292,13 @@ async def test_a_reader_never_sees_another_tasks_uncommitted_writes(db):
     async def writer() -> None:
         async with db.transaction() as conn:
             await conn.execute("INSERT INTO people (name, created_at) VALUES ('Unsaid', 'now')")
-            # The task holding the transaction reads its own write through the same API.
+            # The task holding the transaction reads its own write through the same API...
             assert [p.name for p in await people.list_people(db)] == ["Unsaid"]
+            # ...a task it starts is another task, and a nested transaction is a clear error.
+            assert await asyncio.create_task(people.list_people(db)) == []
+            with pytest.raises(RuntimeError, match="do not nest"):
+                async with db.transaction():
+                    pass
             inserted.set()
             await release.wait()
             raise RuntimeError("changed my mind")

@@ -21,11 +21,6 @@ async def get_image_by_sha256(db: Database, sha256: str) -> Image | None:
     return image_from_row(row) if row else None
 
 
-async def list_image_hashes(db: Database) -> set[str]:
-    rows = await db.fetchall("SELECT sha256 FROM images")
-    return {r[0] for r in rows}
-
-
 async def list_labelled_images(db: Database) -> list[LabelledImage]:
     """Every stored image with the sender and time of its first post and its net label votes.
 

@@ -108,6 +108,19 @@ def plot_confusion(confusion: list[list[int]], senders: list[str], path: Path) -
     return fig
 
 
+def _spread(values: list[float], gap: float, low: float, high: float) -> list[float]:
+    """Label positions for sorted ``values``: each as near its value as possible, at least
+    ``gap`` apart, inside [low, high] (when they fit)."""
+    out: list[float] = []
+    for v in values:
+        out.append(max(v, out[-1] + gap) if out else max(v, low))
+    if out and out[-1] > high:
+        out[-1] = high
+        for i in range(len(out) - 2, -1, -1):
+            out[i] = min(out[i], out[i + 1] - gap)
+    return out
+
+
 def plot_threshold_curves(
     curves: dict,
     thresholds: dict[str, float],
@@ -116,31 +129,40 @@ def plot_threshold_curves(
     tuned_on: str = "tune",
     support: dict[str, int] | None = None,
 ) -> Figure:
-    """F1 against threshold per label; a dot marks the threshold in use, the legend says how
-    many validation positives each curve rests on."""
+    """F1 against threshold per label, each curve labelled at its end with its name, its
+    validation positives, the threshold in use (a dot on the curve) and the F1 there."""
     from matplotlib.figure import Figure
 
     support = support or {}
-    fig = Figure(figsize=(9, 4.8), dpi=100)
+    fig = Figure(figsize=(10, 5), dpi=100)
     ax = fig.add_subplot()
     grid = curves.get("grid", [])
+    ends: list[tuple[float, str, str]] = []
     for name, f1 in sorted(curves.get("f1", {}).items()):
-        text = f"{name}: {support[name]} positives" if name in support else name
         (line,) = ax.plot(grid, f1, linewidth=1.4)
+        text = f"{name} ({support[name]} positives)" if name in support else name
         if name in thresholds and grid:
             t = thresholds[name]
             at = min(range(len(grid)), key=lambda i: abs(grid[i] - t))
             ax.plot([t], [f1[at]], "o", color=line.get_color(), markersize=6)
-            ax.annotate(
-                name,
-                (t, f1[at]),
-                xytext=(4, 4),
-                textcoords="offset points",
-                fontsize=8,
-                color=line.get_color(),
-            )
-            text += f"; in use {t:.2f} → F1 {f1[at]:.2f}"
-        line.set_label(text)
+            text += f": in use {t:.2f} → F1 {f1[at]:.2f}"
+        if f1:
+            ends.append((float(f1[-1]), text, line.get_color()))
+    # Direct labels beside the curves' right ends, pushed apart so none overlaps another.
+    ends.sort()
+    places = _spread([y for y, _, _ in ends], 0.055, 0.0, 1.0)
+    for (y, text, colour), place in zip(ends, places, strict=True):
+        ax.annotate(
+            text,
+            xy=(grid[-1], y),
+            xytext=(1.03, place),
+            textcoords=ax.get_yaxis_transform(),
+            va="center",
+            fontsize=8,
+            color=colour,
+            annotation_clip=False,
+            arrowprops={"arrowstyle": "-", "color": colour, "linewidth": 0.6, "relpos": (0, 0.5)},
+        )
     ax.set_xlabel("threshold: the label is given when its probability is at least this")
     ax.set_ylabel("F1 on validation (1: all found, none wrong)")
     ax.set_xlim(0, 1)
@@ -150,11 +172,9 @@ def plot_threshold_curves(
         "further right: fewer labels given, each more likely right",
         fontsize=10,
     )
-    if curves.get("f1"):
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    else:
+    if not ends:
         ax.text(0.5, 0.5, "no label has validation positives", ha="center", va="center")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.07, right=0.6, top=0.88, bottom=0.11)
     _save(fig, path)
     return fig
 

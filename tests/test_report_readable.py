@@ -10,6 +10,7 @@ import pytest
 
 from classifier.atomic import atomic_write, new_file_mode
 from classifier.report import (
+    _spread,
     plot_confusion,
     plot_reliability,
     plot_threshold_curves,
@@ -136,6 +137,14 @@ def test_reliability_plot_counts_every_bin(tmp_path):
     assert "no validation images with a known sender" in empty
 
 
+def test_spread_keeps_labels_apart_and_inside():
+    assert _spread([0.1, 0.5], 0.05, 0.0, 1.0) == [0.1, 0.5]
+    places = _spread([0.9, 0.91, 0.92, 0.99], 0.05, 0.0, 1.0)
+    assert places[-1] == 1.0 and all(
+        b - a >= 0.05 - 1e-9 for a, b in zip(places, places[1:], strict=False)
+    )
+
+
 def test_threshold_plot_labels_each_curve_with_its_positives(tmp_path):
     ev = _evaluation()
     fig = plot_threshold_curves(
@@ -145,8 +154,7 @@ def test_threshold_plot_labels_each_curve_with_its_positives(tmp_path):
         support={"meme": 5, "news": 0},
     )
     texts = _texts(fig)
-    assert "meme: 5 positives; in use 0.50 → F1 0.67" in texts
-    assert "meme" in texts  # the curve is also labelled where its dot is
+    assert "meme (5 positives): in use 0.50 → F1 0.67" in texts  # beside the curve's end
     empty = _texts(plot_threshold_curves({}, {}, tmp_path / "e.png"))
     assert "no label has validation positives" in empty
 

@@ -268,3 +268,32 @@ async def test_a_large_export_never_stalls_the_event_loop(db, tmp_path):
     assert len(seen) == 5 and stats.messages == 20_000
     # Between the first and the last image lie 16 000 text messages: the ticker ran meanwhile.
     assert seen_at[-1] - seen_at[0] >= 3, seen_at  # a blocked loop shows 0
+
+
+async def test_a_cancelled_parse_leaves_no_worker_inside_the_parser(db):
+    import threading
+    import time as clock
+
+    from ingest.pipeline import IngestSummary, record_posts
+
+    started, closed = threading.Event(), threading.Event()
+
+    def slow_export():
+        try:
+            for i in range(10_000):
+                started.set()
+                clock.sleep(0.002)  # a parser deep in a large file
+                yield _post(f"m{i}:0", local=f"{i}.png")
+        finally:
+            closed.set()  # the export is released by the parser itself, not under it
+
+    task = asyncio.create_task(
+        record_posts(
+            db, slow_export(), ParseStats(), IngestSummary("test"), people={}, batch_size=50
+        )
+    )
+    await asyncio.to_thread(started.wait)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert closed.is_set()  # the worker finished its batch, then the parser was closed

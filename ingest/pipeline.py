@@ -37,6 +37,7 @@ from store.orphans import ORPHAN_GRACE_S, check_files_belong, sweep_orphans
 from store.queries.images import claim_image_file
 from store.queries.posts import (
     StoredImage,
+    count_posts_to_fetch,
     insert_posts,
     list_posts_to_fetch,
     record_failure,
@@ -48,6 +49,7 @@ from store.warning_context import warnings_about
 log = logging.getLogger(__name__)
 
 MAX_FAILURE_EXAMPLES = 10
+_FETCH_PAGE = 500  # posts read from the store at a time in the fetch phase
 
 # on_progress(phase, done, total, failures): phase is "parse" or "download".
 ProgressFn = Callable[[str, int, int | None, int], None]
@@ -221,8 +223,7 @@ async def record_posts(
     ahead = asyncio.ensure_future(asyncio.to_thread(next_batch))
     try:
         while True:
-            # Shielded: a cancelled ingest must not forget a worker still inside the parser.
-            batch, broken = await asyncio.shield(ahead)
+            batch, broken = await ahead
             if not batch and broken is None:
                 break
             if broken is None:
@@ -240,10 +241,7 @@ async def record_posts(
             await asyncio.wait([ahead])
         close = getattr(posts, "close", None)
         if close is not None:
-            try:
-                await asyncio.to_thread(close)
-            except Exception:  # never hide the error that brought us here
-                log.debug("closing the parser failed", exc_info=True)
+            await asyncio.to_thread(close)
     if on_progress:
         on_progress("parse", recorded, recorded, stats.bad_records)
     summary.messages = stats.messages
@@ -299,13 +297,10 @@ async def fetch_images(
     on_progress: ProgressFn | None = None,
 ) -> None:
     """Phase 2: fetch, validate and store every pending post (of this run, when ``only`` is set)."""
-    todo = [
-        p
-        for p in await list_posts_to_fetch(db, source, retry_failed=retry_failed)
-        if only is None or p.source_id in only
-    ]
-    summary.retried = sum(1 for p in todo if p.status == "failed")
-    total = len(todo)
+    # Posts are read a page at a time and only a few tasks exist at once: a million-row CSV
+    # held as Post objects and tasks cost 3 KB a row, and the cyclic GC rescanned them all.
+    total = await count_posts_to_fetch(db, source, retry_failed=retry_failed)  # until listed
+    window = asyncio.Semaphore(4 * concurrency)
     done = 0
     failures = 0
     sem = asyncio.Semaphore(concurrency)
@@ -363,12 +358,30 @@ async def fetch_images(
             if on_progress:
                 on_progress("download", done, total, failures)
 
+    async def one_then_release(post: Post) -> None:
+        try:
+            await one(post)
+        finally:
+            window.release()
+
     if on_progress:
         on_progress("download", 0, total, 0)
     try:
         async with asyncio.TaskGroup() as tg:
-            for post in todo:
-                tg.create_task(one(post))
+            listed = after = 0
+            while page := await list_posts_to_fetch(
+                db, source, retry_failed=retry_failed, after_id=after, limit=_FETCH_PAGE
+            ):
+                after = page[-1].id
+                for post in page:
+                    if only is not None and post.source_id not in only:
+                        continue
+                    listed += 1
+                    if post.status == "failed":
+                        summary.retried += 1
+                    await window.acquire()
+                    tg.create_task(one_then_release(post))
+            total = listed
     except ExceptionGroup as group:
         # A full disk or a locked database stops every download: say it in one line.
         raise _one_line(group, files.root, db.path) from group

@@ -270,30 +270,20 @@ async def test_a_large_export_never_stalls_the_event_loop(db, tmp_path):
     assert seen_at[-1] - seen_at[0] >= 3, seen_at  # a blocked loop shows 0
 
 
-async def test_a_cancelled_parse_leaves_no_worker_inside_the_parser(db):
-    import threading
-    import time as clock
+async def test_fetch_phase_keeps_a_bounded_number_of_tasks(db, tmp_path):
+    # A million-row CSV must not become a million Post objects and tasks at once.
+    image = make_image("PNG", seed=3)
+    alive: list[int] = []
 
-    from ingest.pipeline import IngestSummary, record_posts
+    class CountingFetcher:
+        async def fetch(self, url, *, must_be_image=False, fallback_urls=()):
+            alive.append(len(asyncio.all_tasks()))
+            await asyncio.sleep(0)
+            return image
 
-    started, closed = threading.Event(), threading.Event()
-
-    def slow_export():
-        try:
-            for i in range(10_000):
-                started.set()
-                clock.sleep(0.002)  # a parser deep in a large file
-                yield _post(f"m{i}:0", local=f"{i}.png")
-        finally:
-            closed.set()  # the export is released by the parser itself, not under it
-
-    task = asyncio.create_task(
-        record_posts(
-            db, slow_export(), ParseStats(), IngestSummary("test"), people={}, batch_size=50
-        )
-    )
-    await asyncio.to_thread(started.wait)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert closed.is_set()  # the worker finished its batch, then the parser was closed
+    parsed = [_post(f"m{i}:0", url=f"https://example.com/{i}.png") for i in range(1200)]
+    summary = await run_ingest(db, ImageFiles(tmp_path / "images"), parsed, ParseStats(),
+                               source="test", people={}, fetcher=CountingFetcher(),
+                               concurrency=2)  # fmt: skip
+    assert summary.stored == 1200 and len(alive) == 1200
+    assert max(alive) <= 20, max(alive)

@@ -337,3 +337,59 @@ async def test_readonly_open_cannot_write(tmp_path):
         assert len(await posts.list_posts(db)) == 1
         with pytest.raises(StoreError, match="read-only"):
             await posts.insert_posts(db, [_post("b")], {})
+
+
+async def test_insert_posts_batch_matches_one_at_a_time(tmp_path):
+    # Known posts, a post listed twice in one batch, shared authors and labels: a whole batch
+    # at once gives what recording the posts one by one gives.
+    first = [_post("a", labels_=["meme"]), _post("b", "g2", "Beta")]
+    batch = [
+        _post("b", "g2", "Beta", labels_=["news"]),  # known: gains a label
+        _post("c", labels_=["meme", "photo"]),
+        _post("d", "g3", "Gamma"),
+        _post("c", labels_=["comic"]),  # listed twice: the second is known
+        _post("e", "g3", "Gamma", labels_=["photo"]),
+    ]
+    results = {}
+    for mode in ("batch", "single"):
+        async with open_database(tmp_path / f"{mode}.db") as db:
+            await posts.insert_posts(db, first, {})
+            if mode == "batch":
+                result = await posts.insert_posts(db, batch, {"g3": "Gee"})
+                counts = (result.inserted, result.already_known)
+            else:
+                counts = (0, 0)
+                for post in batch:
+                    r = await posts.insert_posts(db, [post], {"g3": "Gee"})
+                    counts = (counts[0] + r.inserted, counts[1] + r.already_known)
+            rows = await db.fetchall(
+                "SELECT p.source_id, pe.name, group_concat(pl.label) AS labels FROM posts p"
+                " LEFT JOIN people pe ON pe.id = p.author_id"
+                " LEFT JOIN post_labels pl ON pl.post_id = p.id GROUP BY p.id ORDER BY p.id"
+            )
+            results[mode] = (counts, [tuple(r) for r in rows])
+    assert results["batch"] == results["single"]
+    assert results["batch"][0] == (3, 2)
+    assert results["batch"][1][2] == ("c", "Alpha", "comic,meme,photo")
+    assert results["batch"][1][3][1] == results["batch"][1][4][1] == "Gee"
+
+
+@pytest.mark.parametrize("retry_failed", [False, True])
+async def test_posts_to_fetch_in_pages(db, retry_failed):
+    await posts.insert_posts(db, [_post(f"p{i:03d}") for i in range(57)], {})
+    everything = await posts.list_posts_to_fetch(db, "folder")
+    for post in everything[::3]:
+        await posts.record_failure(db, post.id, "http_404", "gone")
+    for post in everything[1::7]:
+        await posts.record_stored(db, post.id, _img(f"{post.id:064x}"))
+    whole = await posts.list_posts_to_fetch(db, "folder", retry_failed=retry_failed)
+    paged, after = [], 0
+    while page := await posts.list_posts_to_fetch(
+        db, "folder", retry_failed=retry_failed, after_id=after, limit=10
+    ):
+        assert len(page) <= 10
+        paged.extend(page)
+        after = page[-1].id
+    assert paged == whole and len(whole) > 20
+    assert await posts.count_posts_to_fetch(db, "folder", retry_failed=retry_failed) == len(whole)
+    assert await posts.count_posts_to_fetch(db, "other", retry_failed=retry_failed) == 0

@@ -28,63 +28,98 @@ class InsertResult:
     already_known: int
 
 
+_IN_CHUNK = 500  # ids per IN (...) list, well under SQLite's bound-parameter limit
+
+
+async def _rows_by_source_id(
+    conn: aiosqlite.Connection, source: str, source_ids: Sequence[str]
+) -> dict[str, tuple]:
+    """source_id -> (id, reaction_count, author_id, posted_at, image_id) for those recorded."""
+    found: dict[str, tuple] = {}
+    for i in range(0, len(source_ids), _IN_CHUNK):
+        chunk = source_ids[i : i + _IN_CHUNK]
+        async with conn.execute(
+            "SELECT source_id, id, reaction_count, author_id, posted_at, image_id FROM posts"
+            f" WHERE source = ? AND source_id IN ({','.join('?' * len(chunk))})",
+            (source, *chunk),
+        ) as cur:
+            for row in await cur.fetchall():
+                found[row[0]] = tuple(row[1:])
+    return found
+
+
 async def insert_posts(
     db: Database, posts: Sequence[NewPost], people: Mapping[str, str]
 ) -> InsertResult:
     """Record posts in one transaction; a post already known (source, source_id) is left as is,
-    except that its reaction count is refreshed (a newer export may have more reactions)."""
+    except that its reaction count is refreshed (a newer export may have more reactions).
+
+    A batch costs a handful of statements, not a few per post: lookups and inserts go by
+    whole batches (one post at a time cost ~10 round trips to the database thread each).
+    """
     inserted = known = 0
     now = utcnow()
     async with db.transaction() as conn:
+        by_source: dict[str, list[NewPost]] = {}
         for post in posts:
-            async with conn.execute(
-                "SELECT id, reaction_count, author_id, posted_at, image_id FROM posts"
-                " WHERE source = ? AND source_id = ?",
-                (post.source, post.source_id),
-            ) as cur:
-                row = await cur.fetchone()
-            if row is not None:
-                known += 1
-                await _refresh_known(conn, row, post, people, now)
-                continue
-            author_id = None
-            if post.author_ref is not None:
-                author_id = await resolve_person(
-                    conn,
-                    post.author_source or post.source,
-                    post.author_ref,
-                    post.author_name,
-                    people,
+            by_source.setdefault(post.source, []).append(post)
+        await ensure_label_ids(conn, sorted({label for p in posts for label in p.labels}))
+        people_ids: dict[tuple[str, str, str | None], int] = {}
+        for source, group in by_source.items():
+            existing = await _rows_by_source_id(conn, source, [p.source_id for p in group])
+            new: dict[str, NewPost] = {}
+            again: list[NewPost] = []  # listed twice in the batch: known once the first is in
+            for post in group:
+                if post.source_id in existing:
+                    known += 1
+                    await _refresh_known(conn, existing[post.source_id], post, people, now)
+                elif post.source_id in new:
+                    again.append(post)
+                else:
+                    new[post.source_id] = post
+            rows = []
+            for post in new.values():
+                author_id = None
+                if post.author_ref is not None:
+                    key = (post.author_source or post.source, post.author_ref, post.author_name)
+                    if key not in people_ids:
+                        people_ids[key] = await resolve_person(conn, *key, people)
+                    author_id = people_ids[key]
+                rows.append(
+                    (
+                        post.source,
+                        post.source_id,
+                        post.conversation_id,
+                        post.conversation_name,
+                        author_id,
+                        to_iso(post.posted_at),
+                        post.url,
+                        json.dumps(list(post.fallback_urls)) if post.fallback_urls else None,
+                        post.local_ref,
+                        post.media_hint,
+                        int(post.must_sniff),
+                        post.reaction_count,
+                        now,
+                        now,
+                    )
                 )
-            cur = await conn.execute(
+            if not rows:
+                continue
+            await conn.executemany(
                 "INSERT INTO posts (source, source_id, conversation_id, conversation_name,"
                 " author_id, posted_at, url, fallback_urls, local_ref, media_hint, must_sniff,"
                 " reaction_count, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    post.source,
-                    post.source_id,
-                    post.conversation_id,
-                    post.conversation_name,
-                    author_id,
-                    to_iso(post.posted_at),
-                    post.url,
-                    json.dumps(list(post.fallback_urls)) if post.fallback_urls else None,
-                    post.local_ref,
-                    post.media_hint,
-                    int(post.must_sniff),
-                    post.reaction_count,
-                    now,
-                    now,
-                ),
+                rows,
             )
-            post_id = cur.lastrowid
-            inserted += 1
-            if post.labels:
-                await ensure_label_ids(conn, post.labels)
-                await conn.executemany(
-                    "INSERT OR IGNORE INTO post_labels (post_id, label) VALUES (?, ?)",
-                    [(post_id, label) for label in post.labels],
-                )
+            inserted += len(rows)
+            added = await _rows_by_source_id(conn, source, list(new))
+            await conn.executemany(
+                "INSERT OR IGNORE INTO post_labels (post_id, label) VALUES (?, ?)",
+                [(added[sid][0], label) for sid, post in new.items() for label in post.labels],
+            )
+            for post in again:
+                known += 1
+                await _refresh_known(conn, added[post.source_id], post, people, now)
     return InsertResult(inserted=inserted, already_known=known)
 
 
@@ -111,8 +146,7 @@ async def _refresh_known(
             "UPDATE posts SET posted_at = ?, updated_at = ? WHERE id = ?",
             (to_iso(post.posted_at), now, post_id),
         )
-    if post.labels:
-        await ensure_label_ids(conn, post.labels)
+    if post.labels:  # the labels exist: insert_posts made them for the whole batch
         await conn.executemany(
             "INSERT OR IGNORE INTO post_labels (post_id, label) VALUES (?, ?)",
             [(post_id, label) for label in post.labels],
@@ -135,21 +169,51 @@ async def _apply_post_labels(
 
 
 async def list_posts_to_fetch(
-    db: Database, source: str | None = None, *, retry_failed: bool = False
+    db: Database,
+    source: str | None = None,
+    *,
+    retry_failed: bool = False,
+    after_id: int = 0,
+    limit: int | None = None,
 ) -> list[Post]:
-    """Posts whose image still has to be fetched: pending ones, plus failed ones on a retry."""
-    statuses = ("pending", "failed") if retry_failed else ("pending",)
-    where = f"p.status IN ({','.join('?' * len(statuses))})"
-    params: list = list(statuses)
+    """Posts whose image still has to be fetched: pending ones, plus failed ones on a retry.
+
+    In id order; ``after_id`` and ``limit`` read them a page at a time (keyset paging), so a
+    caller working through a million posts never holds them all.
+    """
+    if retry_failed:
+        # Unary + keeps SQLite off the status and source indexes: through them it would sort
+        # every match on each page; walking the ids in order lets LIMIT stop early instead.
+        where = "+p.status IN ('pending', 'failed') AND p.id > ?"
+    else:
+        where = "p.status = 'pending' AND p.id > ?"
+    params: list = [after_id]
     if source is not None:
-        where += " AND p.source = ?"
+        where += " AND +p.source = ?" if retry_failed else " AND p.source = ?"
         params.append(source)
+    page = ""
+    if limit is not None:
+        page = " LIMIT ?"
+        params.append(limit)
     rows = await db.fetchall(
         f"SELECT {_POST_COLUMNS} FROM posts p LEFT JOIN people pe ON pe.id = p.author_id"
-        f" WHERE {where} ORDER BY p.id",
+        f" WHERE {where} ORDER BY p.id{page}",
         tuple(params),
     )
     return [post_from_row(r) for r in rows]
+
+
+async def count_posts_to_fetch(
+    db: Database, source: str | None = None, *, retry_failed: bool = False
+) -> int:
+    """How many posts :func:`list_posts_to_fetch` would list, without reading them."""
+    where = "status IN ('pending', 'failed')" if retry_failed else "status = 'pending'"
+    params: tuple = ()
+    if source is not None:
+        where += " AND source = ?"
+        params = (source,)
+    row = await db.fetchone(f"SELECT COUNT(*) FROM posts WHERE {where}", params)
+    return int(row[0]) if row else 0
 
 
 async def list_posts(db: Database, source: str | None = None) -> list[Post]:

@@ -223,7 +223,8 @@ async def record_posts(
     ahead = asyncio.ensure_future(asyncio.to_thread(next_batch))
     try:
         while True:
-            batch, broken = await ahead
+            # Shielded: a cancelled ingest must not forget a worker still inside the parser.
+            batch, broken = await asyncio.shield(ahead)
             if not batch and broken is None:
                 break
             if broken is None:
@@ -241,7 +242,10 @@ async def record_posts(
             await asyncio.wait([ahead])
         close = getattr(posts, "close", None)
         if close is not None:
-            await asyncio.to_thread(close)
+            try:
+                await asyncio.to_thread(close)
+            except Exception:  # never hide the error that brought us here
+                log.debug("closing the parser failed", exc_info=True)
     if on_progress:
         on_progress("parse", recorded, recorded, stats.bad_records)
     summary.messages = stats.messages

@@ -270,6 +270,35 @@ async def test_a_large_export_never_stalls_the_event_loop(db, tmp_path):
     assert seen_at[-1] - seen_at[0] >= 3, seen_at  # a blocked loop shows 0
 
 
+async def test_a_cancelled_parse_leaves_no_worker_inside_the_parser(db):
+    import threading
+    import time as clock
+
+    from ingest.pipeline import IngestSummary, record_posts
+
+    started, closed = threading.Event(), threading.Event()
+
+    def slow_export():
+        try:
+            for i in range(10_000):
+                started.set()
+                clock.sleep(0.002)  # a parser deep in a large file
+                yield _post(f"m{i}:0", local=f"{i}.png")
+        finally:
+            closed.set()  # the export is released by the parser itself, not under it
+
+    task = asyncio.create_task(
+        record_posts(
+            db, slow_export(), ParseStats(), IngestSummary("test"), people={}, batch_size=50
+        )
+    )
+    await asyncio.to_thread(started.wait)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert closed.is_set()  # the worker finished its batch, then the parser was closed
+
+
 async def test_fetch_phase_keeps_a_bounded_number_of_tasks(db, tmp_path):
     # A million-row CSV must not become a million Post objects and tasks at once.
     image = make_image("PNG", seed=3)

@@ -154,7 +154,9 @@ def majority_baseline(train_targets: np.ndarray, val_targets: np.ndarray) -> dic
     y = y[y >= 0]
     if not len(train) or not len(y):
         return {"top1": None, "macro_f1": None, "guess": None}
-    guess = Counter(train.tolist()).most_common(1)[0][0]
+    counts = Counter(train.tolist())
+    # Ties go to the smaller class index, not to whichever sender came first in the data.
+    guess = min(counts, key=lambda s: (-counts[s], s))
     top1, macro = _sender_scores(y, np.full_like(y, guess))
     return {"top1": top1, "macro_f1": macro, "guess": int(guess)}
 

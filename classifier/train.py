@@ -142,8 +142,12 @@ def prepare_data(
     examples: Sequence[Example], labels: Sequence[str], train_cfg: TrainConfig
 ) -> PreparedData:
     """Split by time into train / tune / validation (dropping repost leaks across every
-    boundary), build the sender vocabulary, count training positives."""
-    examples = list(examples)
+    boundary), build the sender vocabulary, count training positives.
+
+    Examples are put in content-hash order first: the store hands them over in whatever order
+    ingest happened to assign ids, and the same images and seed must give the same model.
+    """
+    examples = sorted(examples, key=lambda e: e.sha256)
     split = split_by_time(
         [e.posted_at for e in examples],
         [e.phash for e in examples],

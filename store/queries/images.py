@@ -25,16 +25,19 @@ async def list_labelled_images(db: Database) -> list[LabelledImage]:
     """Every stored image with the sender and time of its first post and its net label votes.
 
     Net votes sum +1/-1 over all voters and origins, per label; the classifier decides what
-    a net count means.
+    a net count means. Ordered, and same-time posts of one image ranked, by properties of the
+    data (content hash; source and its message id), never by the ids ingest happened to assign:
+    the same images must train the same model whatever order they were ingested in.
     """
     rows = await db.fetchall(
         "WITH first_post AS ("
         "  SELECT p.image_id, p.posted_at, pe.name AS sender, ROW_NUMBER() OVER ("
-        "    PARTITION BY p.image_id ORDER BY p.posted_at IS NULL, p.posted_at, p.id) AS rn"
+        "    PARTITION BY p.image_id"
+        "    ORDER BY p.posted_at IS NULL, p.posted_at, p.source, p.source_id) AS rn"
         "  FROM posts p LEFT JOIN people pe ON pe.id = p.author_id"
         "  WHERE p.status = 'stored')"
         f" SELECT {_IMAGE_COLUMNS}, fp.sender, fp.posted_at FROM images i"
-        " JOIN first_post fp ON fp.image_id = i.id AND fp.rn = 1 ORDER BY i.id"
+        " JOIN first_post fp ON fp.image_id = i.id AND fp.rn = 1 ORDER BY i.sha256"
     )
     votes = await db.fetchall(
         "SELECT v.image_id, l.name, SUM(v.vote) AS net FROM label_votes v"

@@ -1,1 +1,1 @@
-"""Reusable test helpers: a loopback image server and generated image bytes."""
+"""Reusable test helpers: a loopback image server, generated image bytes, a stand-in Discord."""

@@ -47,6 +47,12 @@ class Checkpoint:
     backbone_state: dict[str, torch.Tensor] | None = None  # only when the backbone was tuned
     metrics: dict[str, Any] = field(default_factory=dict)
     data_summary: dict[str, Any] = field(default_factory=dict)
+    # "multi": a sigmoid and a threshold per label; "exclusive": a softmax over the emitted
+    # labels, the most probable one predicted (classifier.labelhead).
+    label_mode: str = "multi"
+    # The heads as fitted without the validation images, when ``heads_state`` was refit on all
+    # of them: what the stored metrics describe, and what `memetag eval` scores.
+    validation_heads_state: dict[str, torch.Tensor] | None = None
 
 
 _REQUIRED = tuple(
@@ -73,7 +79,7 @@ def save_checkpoint(ckpt: Checkpoint, path: Path) -> None:
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION}
     for f in dataclasses.fields(Checkpoint):
         value = getattr(ckpt, f.name)
-        if f.name in ("heads_state", "backbone_state"):
+        if f.name in ("heads_state", "backbone_state", "validation_heads_state"):
             payload[f.name] = _tensors(value) if value is not None else None
         else:
             payload[f.name] = _plain(value)
@@ -127,6 +133,13 @@ def _validate(ckpt: Checkpoint, path: Path) -> None:
         problems.append("thresholds is not a dict")
     if not isinstance(ckpt.temperature, int | float) or ckpt.temperature <= 0:
         problems.append(f"temperature {ckpt.temperature!r} is not a positive number")
+    if ckpt.label_mode not in ("multi", "exclusive"):
+        problems.append(f"label_mode {ckpt.label_mode!r} is not multi or exclusive")
+    if ckpt.validation_heads_state is not None and (
+        not isinstance(ckpt.validation_heads_state, Mapping)
+        or not all(isinstance(v, torch.Tensor) for v in ckpt.validation_heads_state.values())
+    ):
+        problems.append("validation_heads_state is not a dict of tensors")
     if problems:
         raise ModelError(f"{path}: damaged checkpoint: {'; '.join(problems)}")
 
@@ -161,11 +174,14 @@ def check_compatible(ckpt: Checkpoint, cfg: ModelConfig, labels: Sequence[Any]) 
         )
 
 
-def build_model(ckpt: Checkpoint, cfg: ModelConfig) -> tuple[MemetagModel, dict[str, Any]]:
+def build_model(
+    ckpt: Checkpoint, cfg: ModelConfig, *, validation: bool = False
+) -> tuple[MemetagModel, dict[str, Any]]:
     """Rebuild the trained network in eval mode, with the data config it was trained with.
 
     The architecture and backbone weights come from the checkpoint (its ``model_config``, or
-    ``backbone_state`` when fine-tuned); ``cfg`` must name the same backbone.
+    ``backbone_state`` when fine-tuned); ``cfg`` must name the same backbone. ``validation``
+    picks the heads fitted without the validation images when the checkpoint has them.
 
     Raises:
         ModelError: backbone mismatch, or weights that do not fit.
@@ -181,7 +197,10 @@ def build_model(ckpt: Checkpoint, cfg: ModelConfig) -> tuple[MemetagModel, dict[
     if ckpt.backbone_state is not None:
         _load_state(backbone, ckpt.backbone_state, f"model {ckpt.version} backbone")
     heads = Heads(int(backbone.num_features), len(ckpt.senders), len(ckpt.labels))
-    _load_state(heads, ckpt.heads_state, f"model {ckpt.version} heads")
+    state = ckpt.heads_state
+    if validation and ckpt.validation_heads_state is not None:
+        state = ckpt.validation_heads_state
+    _load_state(heads, state, f"model {ckpt.version} heads")
     model = MemetagModel(backbone, heads).eval()
     return model, dict(ckpt.data_config) if ckpt.data_config else data_config
 

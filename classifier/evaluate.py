@@ -37,14 +37,19 @@ def label_metrics(
     probs: np.ndarray,
     thresholds: Sequence[float],
     labels: Sequence[str],
+    *,
+    pred: np.ndarray | None = None,
 ) -> dict:
-    """Per-label precision/recall/F1/support/AP at the given thresholds, micro/macro F1, mAP,
-    and coverage (share of all images given at least one label)."""
+    """Per-label precision/recall/F1/support/AP at the given thresholds (or for the given
+    ``pred`` label sets), micro/macro F1 with a bootstrap interval for macro-F1, mAP, coverage
+    (share of all images given at least one label) and labels per image."""
     y_true = np.asarray(y_true) > 0.5
     mask = np.asarray(mask, dtype=bool)
     probs = np.asarray(probs, dtype=np.float64)
     th = np.asarray(thresholds, dtype=np.float64)
-    pred = probs >= th[None, :] if len(labels) else np.zeros_like(mask)
+    if pred is None:
+        pred = probs >= th[None, :] if len(labels) else np.zeros_like(mask)
+    pred = np.asarray(pred, dtype=bool)
     per_label: dict[str, dict] = {}
     tot_tp = tot_fp = tot_fn = 0
     f1s, aps = [], []
@@ -78,7 +83,51 @@ def label_metrics(
         "n_images": int(len(probs)),
         "n_category_labelled": int(labelled_rows.sum()),
         "coverage": float(pred.any(axis=1).mean()) if len(probs) and len(labels) else None,
+        "labels_per_image": float(pred.sum(axis=1).mean()) if len(probs) else None,
+        "macro_f1_interval": macro_f1_interval(y_true, mask, pred),
     }
+
+
+def _macro_f1(y: np.ndarray, m: np.ndarray, p: np.ndarray) -> float | None:
+    tp = (y & p & m).sum(axis=0)
+    fp = (~y & p & m).sum(axis=0)
+    fn = (y & ~p & m).sum(axis=0)
+    has = (y & m).sum(axis=0) > 0
+    if not has.any():
+        return None
+    denom = 2 * tp + fp + fn
+    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+    return float(f1[has].mean())
+
+
+def macro_f1_interval(
+    y_true: np.ndarray,
+    mask: np.ndarray,
+    pred: np.ndarray,
+    *,
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> list[float] | None:
+    """Percentile bootstrap interval of macro-F1 over category-labelled images (resampled with
+    replacement; macro over the labels with a positive in each resample). With a validation set
+    of a few dozen images a single macro-F1 means little; this says how little. None without
+    category-labelled images."""
+    y = np.asarray(y_true) > 0.5
+    m = np.asarray(mask, dtype=bool)
+    p = np.asarray(pred, dtype=bool)
+    rows = np.flatnonzero(m.any(axis=1)) if m.size else np.zeros(0, np.int64)
+    if not len(rows) or _macro_f1(y[rows], m[rows], p[rows]) is None:
+        return None
+    rng = np.random.default_rng(seed)
+    scores = []
+    for _ in range(n_boot):
+        pick = rows[rng.integers(0, len(rows), len(rows))]
+        f1 = _macro_f1(y[pick], m[pick], p[pick])
+        if f1 is not None:
+            scores.append(f1)
+    lo, hi = np.quantile(scores, [(1 - level) / 2, (1 + level) / 2])
+    return [float(lo), float(hi)]
 
 
 def f1_threshold_curves(

@@ -26,6 +26,7 @@ from classifier.checkpoint import Checkpoint, build_model, load_checkpoint
 from classifier.config import ModelConfig
 from classifier.errors import ClassifierError, ImageLoadError
 from classifier.imaging import CenterCrop, load_center_crop, load_rgb
+from classifier.labelhead import label_probabilities, predict_label_sets
 from classifier.model import MemetagModel, fold_batchnorm
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,9 @@ class Result:
     """What the model says about one image."""
 
     labels: dict[str, float]  # emitted labels only: name -> probability
-    predicted: list[str]  # labels at or over their threshold, most probable first
+    # Most probable first: the top label (exclusive), or the labels at or over their threshold
+    # and at least the top one (multi-label); see classifier.labelhead.predict_label_sets.
+    predicted: list[str]
     sender: str | None  # None when the model is unsure (below sender_min_confidence)
     sender_probability: float
     sender_probabilities: dict[str, float]  # calibrated: softmax(logits / temperature)
@@ -273,8 +276,11 @@ class Predictor:
             sender_logits, label_logits = _forward(bundle, x)
             ckpt = bundle.checkpoint
             sender_probs = torch.softmax(sender_logits.float() / ckpt.temperature, dim=1)
-            label_probs = torch.sigmoid(label_logits.float())
-        return _results(bundle, sender_probs.cpu().numpy(), label_probs.cpu().numpy())
+            label_logits = label_logits.float().cpu().numpy()
+        emitted = np.zeros(label_logits.shape[1], dtype=bool)
+        emitted[bundle.emitted_idx] = True
+        label_probs = label_probabilities(label_logits, ckpt.label_mode, emitted)
+        return _results(bundle, sender_probs.cpu().numpy(), label_probs)
 
     # -- asynchronous ------------------------------------------------------------------------
 
@@ -463,10 +469,14 @@ def _results(bundle: _Loaded, sender_probs: np.ndarray, label_probs: np.ndarray)
     for s_row, l_row in zip(sender_probs, label_probs, strict=True):
         emitted = l_row[bundle.emitted_idx] if len(bundle.emitted_idx) else l_row[:0]
         labels = {name: float(p) for name, p in zip(bundle.emitted_names, emitted, strict=True)}
-        over = [
-            i for i in np.argsort(-emitted, kind="stable") if emitted[i] >= bundle.thresholds[i]
+        # Exclusive: the most probable label; multi-label: those over their thresholds, and
+        # the most probable one when none is (classifier.labelhead.predict_label_sets).
+        chosen = predict_label_sets(
+            emitted[None, :], ckpt.label_mode, bundle.thresholds, np.ones(len(emitted), bool)
+        )[0]
+        predicted = [
+            bundle.emitted_names[i] for i in np.argsort(-emitted, kind="stable") if chosen[i]
         ]
-        predicted = [bundle.emitted_names[i] for i in over]
         sender_probabilities = {name: float(p) for name, p in zip(ckpt.senders, s_row, strict=True)}
         if len(s_row):
             best = int(np.argmax(s_row))

@@ -43,6 +43,13 @@ def _nll_text(cal: dict, snd: dict) -> str:
     return val
 
 
+def _interval(interval: list | None) -> str:
+    """The text " (95% interval a–b)" for a bootstrap interval, or nothing."""
+    if not interval:
+        return ""
+    return f" (95% interval {_fmt(interval[0], 2)}–{_fmt(interval[1], 2)})"
+
+
 def _split_lines(data: dict, tuning: dict) -> list[str]:
     """Sizes of the three parts and which one fitted thresholds and calibration."""
     lines = [
@@ -54,14 +61,30 @@ def _split_lines(data: dict, tuning: dict) -> list[str]:
         "validation image).",
     ]
     tuned_on = tuning.get("tuned_on") or data.get("tuned_on") or "validation"
+    label_tuning = data.get("label_tuning")
+    if label_tuning:
+        lines.append(
+            "Category calibration and thresholds were fitted by "
+            f"{label_tuning.get('folds')}-fold cross-validation on the "
+            f"{label_tuning.get('n_images')} train and tune images with categories, never on "
+            "validation."
+        )
     if tuned_on == "tune":
         lines.append(
-            "Thresholds, sender temperature and confidence line were fitted on the tune images "
-            "only; validation was only scored."
+            ("The sender temperature" if label_tuning else "Thresholds, sender temperature")
+            + " and confidence line were fitted on the tune images only; validation was only "
+            "scored."
         )
     else:
         warning = tuning.get("warning") or data.get("tuning_warning") or "tuned on validation"
         lines.append(f"**Warning: {warning}.**")
+    refit = data.get("refit")
+    if refit:
+        lines.append(
+            f"The model that ships was refit on all {refit.get('n_images')} images once these "
+            "were fixed; the figures below are of the heads fitted without the validation "
+            "images."
+        )
     return lines
 
 
@@ -310,8 +333,10 @@ def render_markdown(evaluation: dict) -> str:
         "",
         "## Categories",
         "",
-        f"Macro-F1 {_fmt(cats.get('macro_f1'))} · micro-F1 {_fmt(cats.get('micro_f1'))} · "
+        f"Macro-F1 {_fmt(cats.get('macro_f1'))}{_interval(cats.get('macro_f1_interval'))} · "
+        f"micro-F1 {_fmt(cats.get('micro_f1'))} · "
         f"mAP {_fmt(cats.get('map'))} · coverage (≥1 label) {_fmt(cats.get('coverage'))} · "
+        f"labels per image {_fmt(cats.get('labels_per_image'), 2)} · "
         f"{cats.get('n_category_labelled', 0)} category-labelled validation images",
         "",
         "| label | threshold | precision | recall | F1 | AP | support |",
@@ -340,7 +365,7 @@ def render_markdown(evaluation: dict) -> str:
     if not_emitted:
         lines += [
             "",
-            "Not emitted (too few training positives): "
+            "Not emitted (too few labelled images): "
             + ", ".join(f"{k} ({v})" for k, v in sorted(not_emitted.items())),
         ]
     lines += [

@@ -41,6 +41,14 @@ from classifier.evaluate import (
     sender_metrics,
     summary_metrics,
 )
+from classifier.labelhead import (
+    MULTI,
+    LabelFit,
+    detect_label_mode,
+    fit_labels,
+    label_probabilities,
+    predict_label_sets,
+)
 from classifier.split import TUNED_ON_TUNE, Split, split_by_time
 from classifier.thresholds import choose_sender_min_confidence, tune_label_thresholds
 
@@ -51,8 +59,15 @@ Progress = Callable[[str, int, int], None]
 
 CHECKPOINT_VERSION = 1
 
-# Shown in reports and the train summary whenever thresholds were fitted on validation.
+# Shown in reports and the train summary whenever something was fitted on validation: with too
+# few images for a tune split, the sender temperature and confidence line are (category
+# thresholds never are: they come from cross-fitting on the training images) ...
 OPTIMISTIC_NOTE = (
+    "sender temperature and confidence line tuned on validation: too few images for a tune "
+    "split — sender metrics are optimistic"
+)
+# ... and after fine-tuning (no cross-fitting there) the category thresholds too.
+FINETUNE_OPTIMISTIC_NOTE = (
     "thresholds tuned on validation: too few images for a tune split — metrics are optimistic"
 )
 
@@ -76,7 +91,11 @@ def resolve_device(name: str) -> Any:
 @dataclass(frozen=True, eq=False)
 class PreparedData:
     """Examples split by time into train / tune / validation, with the sender vocabulary and
-    label statistics of training."""
+    label statistics.
+
+    ``label_positives`` counts every category-labelled image (train, tune and validation): the
+    model that ships is refit on all of them, so that is what a label has to learn from.
+    """
 
     examples: list[Example]
     labels: list[str]
@@ -85,6 +104,9 @@ class PreparedData:
     label_positives: dict[str, int]
     emitted_labels: list[str]
     min_label_positives: int
+    label_positives_train: dict[str, int] = dataclasses.field(default_factory=dict)
+    # "exclusive" (every category-labelled image has one positive) or "multi".
+    label_mode: str = "multi"
 
     @property
     def train(self) -> list[Example]:
@@ -129,7 +151,9 @@ class PreparedData:
             "n_sender_val": sum(e.sender is not None for e in val),
             "senders": list(self.senders),
             "sender_counts_train": dict(sender_counts),
-            "label_positives_train": dict(self.label_positives),
+            "label_positives": dict(self.label_positives),
+            "label_positives_train": dict(self.label_positives_train),
+            "label_mode": self.label_mode,
             "emitted_labels": list(self.emitted_labels),
             "not_emitted": {
                 k: v for k, v in self.label_positives.items() if k not in self.emitted_labels
@@ -142,7 +166,8 @@ def prepare_data(
     examples: Sequence[Example], labels: Sequence[str], train_cfg: TrainConfig
 ) -> PreparedData:
     """Split by time into train / tune / validation (dropping repost leaks across every
-    boundary), build the sender vocabulary, count training positives.
+    boundary), build the sender vocabulary, count each label's labelled images and tell
+    whether the labelling is exclusive (``classifier.labelhead``).
 
     Examples are put in content-hash order first: the store hands them over in whatever order
     ingest happened to assign ids, and the same images and seed must give the same model.
@@ -163,11 +188,13 @@ def prepare_data(
         min_posts=train_cfg.min_posts_per_person,
         other_senders=[e.sender for e in held_out],
     )
-    positives = count_label_positives(train, labels)
+    kept = [examples[i] for i in split.train + split.tune + split.val]
+    positives = count_label_positives(kept, labels)
     emitted = [name for name in labels if positives[name] >= train_cfg.min_label_positives]
     skipped = [name for name in labels if name not in emitted and positives[name]]
     if skipped:
-        log.info("labels with too few training positives, not emitted: %s", skipped)
+        log.info("labels with too few labelled images, not emitted: %s", skipped)
+    targets, _ = stack_label_targets(kept, len(labels))
     return PreparedData(
         examples=examples,
         labels=list(labels),
@@ -176,6 +203,8 @@ def prepare_data(
         label_positives=positives,
         emitted_labels=emitted,
         min_label_positives=train_cfg.min_label_positives,
+        label_positives_train=count_label_positives(train, labels),
+        label_mode=detect_label_mode(targets),
     )
 
 
@@ -374,15 +403,26 @@ def _fold_standardisation(heads: Any, mean: np.ndarray, std: np.ndarray) -> None
             layer.weight.copy_((w * inv[None, :]).to(layer.weight.dtype))
 
 
-def predict_heads(heads: Any, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sender logits, label probabilities) for features, in eval mode."""
+def predict_heads(
+    heads: Any,
+    features: np.ndarray,
+    *,
+    label_mode: str = MULTI,
+    emitted: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(sender logits, label probabilities) for features, in eval mode. Label probabilities are
+    sigmoids, or for an exclusive head a softmax over the ``emitted`` labels (a bool mask)."""
     import torch
 
     heads.eval()
     with torch.inference_mode():
         x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
         sender_logits, label_logits = heads(x)
-        return sender_logits.float().numpy(), torch.sigmoid(label_logits.float()).numpy()
+        logits = label_logits.float().numpy()
+    if emitted is None:
+        emitted = np.ones(logits.shape[1], dtype=bool)
+    probs = label_probabilities(logits, label_mode, emitted).astype(np.float32)
+    return sender_logits.float().numpy(), probs
 
 
 # --- stage 2 -----------------------------------------------------------------------------------
@@ -535,6 +575,7 @@ def evaluate_outputs(
     sender_min_confidence: float,
     ok: np.ndarray | None = None,
     extra: dict | None = None,
+    label_mode: str = MULTI,
 ) -> dict:
     """The full evaluation of one model's validation outputs.
 
@@ -543,7 +584,8 @@ def evaluate_outputs(
     the caller (fitted on the tune part); validation is only scored here.
 
     Categories are scored on the current label set: a label the model does not emit counts as
-    never predicted. Senders are scored in the model's own vocabulary; a person it has no class
+    never predicted. The predicted label sets follow the Predictor's rule
+    (``classifier.labelhead.predict_label_sets``). Senders are scored in the model's own vocabulary; a person it has no class
     for maps to its "other" class, or counts as a miss when it has none. Baselines use the
     current split's vocabulary, so they are the same for every model compared.
     """
@@ -563,7 +605,9 @@ def evaluate_outputs(
             emitted[j] = name in emitted_labels
             th[j] = thresholds.get(name, 0.5)
     th_eff = np.where(emitted, th, np.inf)  # a label not emitted is never predicted
-    cats = label_metrics(y_true, mask, probs, th_eff, labels)
+    pred = predict_label_sets(probs, label_mode, th, emitted)
+    cats = label_metrics(y_true, mask, probs, th_eff, labels, pred=pred)
+    cats["label_mode"] = label_mode
     for j, name in enumerate(labels):
         cats["per_label"][name]["threshold"] = float(th[j])
         cats["per_label"][name]["emitted"] = bool(emitted[j])
@@ -717,7 +761,7 @@ def train_model(
     torch.manual_seed(train_cfg.seed)
     prepared = prepare_data(examples, labels, train_cfg)
     if prepared.tuned_on != TUNED_ON_TUNE:
-        log.warning("%s", OPTIMISTIC_NOTE)
+        log.warning("%s", FINETUNE_OPTIMISTIC_NOTE if finetune_backbone else OPTIMISTIC_NOTE)
     train_ex, tune_ex, val_ex = prepared.train, prepared.tune, prepared.val
     backbone, data_config = build_backbone(model_cfg)
     cache_key = embedding_cache_key(model_cfg, train_cfg.seed)
@@ -740,8 +784,10 @@ def train_model(
     held_ex = tune_ex + val_ex
     held_good = [e for e, good in zip(held_ex, ok_held, strict=True) if good]
     data = _head_data(prepared, train_good, feats_train[ok_train])
+    # Stage 1 trains the sender head here and the category head below (classifier.labelhead);
+    # fine-tuning starts from heads that learnt both here.
     heads = train_heads(
-        data,
+        data if finetune_backbone else _without_labels(data),
         n_senders=len(prepared.senders),
         epochs=train_cfg.epochs,
         lr=train_cfg.lr,
@@ -796,8 +842,22 @@ def train_model(
     else:
         feats_held = feats_held[ok_held]
     heads.cpu()
+    label_fit = None
+    label_mode = MULTI if finetune_backbone else prepared.label_mode
+    emitted_mask = np.array([name in prepared.emitted_labels for name in prepared.labels])
+    if not finetune_backbone:
+        n_tune_good = int(ok_held[: len(tune_ex)].sum())
+        label_fit = _fit_label_head(
+            prepared,
+            train_good + held_good[:n_tune_good],
+            np.concatenate([feats_train[ok_train], feats_held[:n_tune_good]]),
+            held_good[n_tune_good:],
+            feats_held[n_tune_good:],
+            emitted_mask,
+        )
+        heads = _with_label_head(heads, label_fit.validation_head)
     held_logits, held_probs = (
-        predict_heads(heads, feats_held)
+        predict_heads(heads, feats_held, label_mode=label_mode, emitted=emitted_mask)
         if ok_held.any()
         else (np.zeros((0, len(prepared.senders))), np.zeros((0, len(prepared.labels))))
     )
@@ -813,7 +873,29 @@ def train_model(
     tuned = calibrate_and_tune(
         prepared, tuning_good, held_logits[tuning_rows], held_probs[tuning_rows], train_cfg
     )
-    heads_state = {k: v.detach().cpu() for k, v in heads.state_dict().items()}
+    validation_state = {k: v.detach().cpu() for k, v in heads.state_dict().items()}
+    heads_state, refit = validation_state, None
+    if label_fit is not None:
+        # Category thresholds and calibration come from cross-fitting, never from validation.
+        tuned["thresholds"] = {k: v.threshold for k, v in label_fit.thresholds.items()}
+        tuned["threshold_detail"] = {
+            k: dataclasses.asdict(v) for k, v in label_fit.thresholds.items()
+        }
+        # The model that ships learns from every image; the one scored below did not see
+        # validation (its weights are kept too, so `memetag eval` scores the same model).
+        all_good = train_good + held_good
+        shipped = _refit_sender_heads(
+            prepared, all_good, np.concatenate([feats_train[ok_train], feats_held]), train_cfg
+        )
+        shipped = _with_label_head(shipped, label_fit.shipped_head)
+        heads_state = {k: v.detach().cpu() for k, v in shipped.state_dict().items()}
+        refit = {
+            "n_images": len(all_good),
+            "n_category_labelled": label_fit.n_refit,
+            "note": "the shipped heads were refit on every image after thresholds and "
+            "calibration were fixed; validation metrics are of the heads fitted without the "
+            "validation images",
+        }
     version = make_version(now, heads_state)
     min_conf = tuned["sender_confidence"]["min_confidence"]
     evaluation = evaluate_outputs(
@@ -829,6 +911,7 @@ def train_model(
         sender_min_confidence=min_conf,
         ok=ok_val,
         extra={"stage": "finetune" if finetune_backbone else "heads"},
+        label_mode=label_mode,
     )
     evaluation["calibration"] = {
         "temperature": tuned["temperature"],
@@ -848,6 +931,23 @@ def train_model(
     evaluation["data"]["failed_images"] = len(emb.failed)
     evaluation["data"]["stage"] = evaluation["stage"]
     evaluation["data"]["embedding_cache_key"] = None if finetune_backbone else cache_key
+    evaluation["data"]["label_mode"] = label_mode
+    evaluation["data"]["refit"] = refit
+    if label_fit is not None:
+        evaluation["label_tuning"] = {
+            "method": "cross-validation",
+            "folds": label_fit.folds,
+            "n_images": label_fit.n_out_of_fold,
+            "n_fit": label_fit.n_fit,
+        }
+        evaluation["calibration"]["labels"] = label_fit.calibration
+        evaluation["data"]["label_tuning"] = evaluation["label_tuning"]
+        if prepared.tuned_on != TUNED_ON_TUNE:
+            evaluation["data"]["tuning_warning"] = OPTIMISTIC_NOTE
+            evaluation["tuning"]["warning"] = OPTIMISTIC_NOTE
+    elif prepared.tuned_on != TUNED_ON_TUNE:
+        evaluation["data"]["tuning_warning"] = FINETUNE_OPTIMISTIC_NOTE
+        evaluation["tuning"]["warning"] = FINETUNE_OPTIMISTIC_NOTE
     checkpoint = Checkpoint(
         version=version,
         created_at=now.isoformat(timespec="seconds"),
@@ -863,6 +963,8 @@ def train_model(
         metrics=evaluation["summary"],
         data_summary=evaluation["data"],
         emitted_labels=list(prepared.emitted_labels),
+        label_mode=label_mode,
+        validation_heads_state=validation_state if refit else None,
     )
     return TrainResult(
         checkpoint=checkpoint,
@@ -872,6 +974,73 @@ def train_model(
         n_embedded=emb.n_new,
         n_cached=emb.n_cached,
         failed_images=emb.failed,
+    )
+
+
+def _without_labels(data: HeadData) -> HeadData:
+    """The same rows with no category targets: train_heads then fits the sender head only."""
+    n = len(data.features)
+    return dataclasses.replace(
+        data,
+        label_targets=np.zeros((n, 0), np.float32),
+        label_mask=np.zeros((n, 0), bool),
+    )
+
+
+def _fit_label_head(
+    prepared: PreparedData,
+    fit_examples: Sequence[Example],
+    fit_features: np.ndarray,
+    val_examples: Sequence[Example],
+    val_features: np.ndarray,
+    emitted: np.ndarray,
+) -> LabelFit:
+    """The category head from train + tune (calibration and thresholds by cross-fitting
+    there), refit with validation for the model that ships: ``classifier.labelhead``."""
+    n_labels = len(prepared.labels)
+    fy, fm = stack_label_targets(fit_examples, n_labels)
+    vy, vm = stack_label_targets(val_examples, n_labels)
+    return fit_labels(
+        (fit_features, fy, fm),
+        (val_features, vy, vm),
+        prepared.labels,
+        mode=prepared.label_mode,
+        emitted=emitted,
+    )
+
+
+def _with_label_head(heads: Any, label_head: Any) -> Any:
+    """A copy of ``heads`` whose category layer holds ``label_head``'s weights."""
+    import torch
+
+    from classifier.model import Heads
+
+    n_labels = label_head.weight.shape[0]
+    out = Heads(heads.in_features, heads.n_senders, n_labels, dropout=heads.dropout.p)
+    with torch.no_grad():
+        if heads.sender is not None:
+            out.sender.load_state_dict(heads.sender.state_dict())
+        if out.label is not None:
+            out.label.weight.copy_(torch.from_numpy(label_head.weight).float())
+            out.label.bias.copy_(torch.from_numpy(label_head.bias).float())
+    out.eval()
+    return out
+
+
+def _refit_sender_heads(
+    prepared: PreparedData, examples: Sequence[Example], features: np.ndarray, cfg: TrainConfig
+) -> Any:
+    """The sender head trained as in ``train_model`` on every image (train, tune, validation):
+    the calibration fitted earlier is kept."""
+    data = _without_labels(_head_data(prepared, examples, features))
+    return train_heads(
+        data,
+        n_senders=len(prepared.senders),
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
     )
 
 
@@ -909,12 +1078,17 @@ def evaluate_checkpoint(
     on_progress: Progress = _noop,
 ) -> dict:
     """Evaluate a saved model on ``prepared``'s validation images with its own thresholds,
-    temperature and confidence line. A heads-only checkpoint reuses the embedding cache."""
+    temperature and confidence line. A heads-only checkpoint reuses the embedding cache.
+
+    A checkpoint whose shipped heads were refit on every image is scored with the heads it
+    kept from before the refit (fitted without its validation images), so neither its own
+    validation nor a later split's overlaps with what the scored heads learnt from.
+    """
     from classifier.backbone import preprocessing_key
     from classifier.checkpoint import build_model
 
     saved_cfg = checkpoint_model_config(ckpt, model_cfg)
-    model, data_config = build_model(ckpt, saved_cfg)
+    model, data_config = build_model(ckpt, saved_cfg, validation=True)
     model.cpu()
     stage = checkpoint_stage(ckpt)
     if stage == "heads":
@@ -933,8 +1107,12 @@ def evaluate_checkpoint(
         stage="score",
     )
     model.cpu()
+    label_mode = getattr(ckpt, "label_mode", MULTI)
+    emitted = np.array([name in ckpt.emitted_labels for name in ckpt.labels], dtype=bool)
     if emb.ok.any():
-        sender_logits, label_probs = predict_heads(model.heads, emb.features[emb.ok])
+        sender_logits, label_probs = predict_heads(
+            model.heads, emb.features[emb.ok], label_mode=label_mode, emitted=emitted
+        )
     else:
         sender_logits = np.zeros((0, len(ckpt.senders)))
         label_probs = np.zeros((0, len(ckpt.labels)))
@@ -951,13 +1129,17 @@ def evaluate_checkpoint(
         sender_min_confidence=ckpt.sender_min_confidence,
         ok=emb.ok,
         extra={"stage": stage},
+        label_mode=label_mode,
     )
     evaluation["calibration"]["sender_confidence"] = {"min_confidence": ckpt.sender_min_confidence}
     # How this model's thresholds were fitted, not how a run on the current split would fit them.
     # Checkpoints from before the tune split always tuned on their validation images.
     saved = ckpt.data_summary or {}
     tuned_on = saved.get("tuned_on") or "validation"
-    warning = None if tuned_on == TUNED_ON_TUNE else OPTIMISTIC_NOTE
+    # Only models with cross-fitted category thresholds (stage 1 since they exist) kept them
+    # off validation when there was no tune part.
+    note = OPTIMISTIC_NOTE if saved.get("label_tuning") else FINETUNE_OPTIMISTIC_NOTE
+    warning = None if tuned_on == TUNED_ON_TUNE else note
     evaluation["data"]["tuned_on"] = tuned_on
     evaluation["data"]["tuning_warning"] = warning
     evaluation["calibration"]["fitted_on"] = tuned_on
@@ -966,6 +1148,10 @@ def evaluate_checkpoint(
         "n_images": saved.get("n_tune" if tuned_on == TUNED_ON_TUNE else "n_val"),
         "warning": warning,
     }
+    for key in ("label_tuning", "refit"):
+        evaluation["data"][key] = saved.get(key)
+    if saved.get("label_tuning"):
+        evaluation["label_tuning"] = saved["label_tuning"]
     return evaluation
 
 

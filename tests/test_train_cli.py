@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import io
 import json
+import re
 from pathlib import Path
 
 import imagehash
@@ -121,6 +122,14 @@ def test_train_eval_models_end_to_end(store, capsys):
     assert "images       120: train 78, tune 18 (from " in out and "validation 24" in out
     assert "fitted on the 18 tune images; validation only scored" in out
     assert "optimistic" not in out
+    # The validation figure comes with how many images it rests on and an interval, never bare,
+    # and the summary says the shipped heads were refit on everything.
+    assert re.search(
+        r"macro-F1 \d\.\d\d \(95% interval \d\.\d\d–\d\.\d\d, 24 validation images with "
+        r"categories\)",
+        out,
+    ), out
+    assert "shipped      heads refit on all 120 images once tuned" in out
     first = asyncio.run(_current(data))
     assert first is not None and first.path == f"models/{first.version}.pt"
     assert (data / first.path).is_file()
@@ -194,12 +203,14 @@ def test_promote_flag_and_promotion_of_a_better_model(store, capsys):
     assert strong["promoted"], strong["promotion_reason"]
     code, out, err = _run(capsys, *base, "train", "--no-progress", "--epochs", "1", "--promote")
     assert code == 0 and "promoted     yes: --promote given" in out
-    # 60 images leave 9 for a tune part: too few, and the summary says what that means.
+    # 60 images leave 9 for a tune part: too few, and the summary says what that means: the
+    # sender's calibration came from validation, the categories' from cross-validation.
     assert "train 48, tune 0" in out
     assert (
-        "warning      thresholds tuned on validation: too few images for a tune split — "
-        "metrics are optimistic" in out
+        "warning      sender temperature and confidence line tuned on validation: too few "
+        "images for a tune split — sender metrics are optimistic" in out
     )
+    assert "from 5-fold cross-validation on the 48 train and tune images with categories" in out
     assert weak["summary"]["n_val"] == strong["summary"]["n_val"] == 12
 
 

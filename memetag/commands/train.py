@@ -164,6 +164,17 @@ def _f(value: Any, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def category_figure(cats: dict) -> str:
+    """Validation macro-F1 with its 95% bootstrap interval and how many images it rests on:
+    on a few dozen images a bare number says little."""
+    n = cats.get("n_category_labelled") or 0
+    interval = cats.get("macro_f1_interval")
+    if cats.get("macro_f1") is None:
+        return f"– ({n} validation images with categories)"
+    spread = f"95% interval {_f(interval[0])}–{_f(interval[1])}, " if interval else ""
+    return f"{_f(cats['macro_f1'])} ({spread}{n} validation images with categories)"
+
+
 # --- memetag train -----------------------------------------------------------------------------
 
 
@@ -307,8 +318,19 @@ def _train_summary(result, seconds: float, promoted: bool, why: str, path: Path,
         "data": ev["data"],
         "summary": ev["summary"],
         "categories": {
-            k: ev["categories"].get(k) for k in ("macro_f1", "micro_f1", "map", "coverage")
+            k: ev["categories"].get(k)
+            for k in (
+                "macro_f1",
+                "macro_f1_interval",
+                "n_category_labelled",
+                "micro_f1",
+                "map",
+                "coverage",
+                "labels_per_image",
+                "label_mode",
+            )
         },
+        "label_tuning": ev.get("label_tuning"),
         "sender": {
             k: ev["sender"].get(k)
             for k in (
@@ -343,13 +365,28 @@ def _print_train_summary(s: dict) -> None:
         f"  repost leaks {d['dropped_leaks']} training images dropped (near-duplicates of tune "
         f"or validation images), {d['dropped_tune_leaks']} tune images (of validation images)"
     )
-    if d["tuned_on"] == "tune":
+    lt = s.get("label_tuning")
+    if lt:
+        exclusive = d.get("label_mode") == "exclusive"
         print(
-            f"  tuning       thresholds, temperature and confidence line fitted on the "
+            f"  tuning       category calibration{'' if exclusive else ' and thresholds'} from "
+            f"{lt['folds']}-fold cross-validation on the {lt['n_images']} train and tune images "
+            "with categories"
+            + (" (exclusive labelling: one category per image)" if exclusive else "")
+        )
+    if d["tuned_on"] == "tune":
+        what = "sender temperature" if lt else "thresholds, temperature"
+        print(
+            f"  tuning       {what} and confidence line fitted on the "
             f"{d['n_tune']} tune images; validation only scored"
         )
     else:
         print(f"  warning      {d['tuning_warning']}")
+    if d.get("refit"):
+        print(
+            f"  shipped      heads refit on all {d['refit']['n_images']} images once tuned; the "
+            "validation figures are of the heads fitted without the validation images"
+        )
     print(
         f"  embeddings   {d.get('embedded_new', 0)} new, {d.get('embedded_cached', 0)} cached"
         + (f", {d['failed_images']} undecodable" if d.get("failed_images") else "")
@@ -364,12 +401,12 @@ def _print_train_summary(s: dict) -> None:
     not_emitted = {k: v for k, v in d["not_emitted"].items()}
     if not_emitted:
         print(
-            f"               not emitted (< {d['min_label_positives']} training positives): "
+            f"               not emitted (< {d['min_label_positives']} labelled images): "
             + ", ".join(f"{k} ({v})" for k, v in not_emitted.items())
         )
     print(
-        f"  categories   macro-F1 {_f(cats['macro_f1'])} · micro-F1 {_f(cats['micro_f1'])} · "
-        f"mAP {_f(cats['map'])} · coverage {_f(cats['coverage'])}"
+        f"  categories   macro-F1 {category_figure(cats)} · micro-F1 {_f(cats['micro_f1'])} · "
+        f"mAP {_f(cats['map'])} · labels per image {_f(cats.get('labels_per_image'))}"
     )
     print(
         f"  sender       top-1 {_f(snd['top1'])} · top-3 {_f(snd['top3'])} · macro-F1 "
@@ -447,7 +484,7 @@ def handle_eval(args: argparse.Namespace, cfg: AppConfig) -> int:
     if d.get("tuning_warning"):
         print(f"  warning      {d['tuning_warning']}")
     print(
-        f"  categories   macro-F1 {_f(s['category_macro_f1'])} · micro-F1 "
+        f"  categories   macro-F1 {category_figure(evaluation['categories'])} · micro-F1 "
         f"{_f(s['category_micro_f1'])} · mAP {_f(s['category_map'])}"
     )
     print(

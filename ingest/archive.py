@@ -22,7 +22,7 @@ from ingest.errors import MemberTooLarge, ParseError, clip
 
 log = logging.getLogger(__name__)
 
-_EXPECTED = "expected a folder, a .zip, a .tar/.tgz/.tar.gz archive or a .json file"
+_EXPECTED = "expected a folder, a .zip, a .tar/.tgz/.tar.gz archive, or a .json or .csv file"
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -155,6 +155,10 @@ class ExportSource(ABC):
         if not found:
             raise ParseError(self.name, f"no file matching '{pattern}': expected {what}")
         return found
+
+    def label(self, member: str) -> str:
+        """How messages name ``member``: ``<export>:<member>``."""
+        return f"{self.name}:{member}"
 
     def exists(self, member: str) -> bool:
         """True if ``member`` is a file in this source."""
@@ -304,7 +308,7 @@ class _FileEntry:
 
 
 class _FileSource(ExportSource):
-    """One bare file (a Hangouts.json, a DCE channel .json) as a one-member source.
+    """One bare file (a Hangouts.json, a DCE channel .json, a labels .csv) as a one-member source.
 
     The file is the only member listed or found, but a file it refers to beside it — a DCE
     ``--media`` export's ``<name>.json_Files/`` folder, or another channel's — can be checked
@@ -329,6 +333,9 @@ class _FileSource(ExportSource):
 
     def exists(self, member: str) -> bool:
         return member in self._index or self._beside(member) is not None
+
+    def label(self, member: str) -> str:
+        return str(self.path if member in self._index else self.path.parent / member)
 
     def _entry(self, member: str) -> object:
         entry = self._index.get(member) or self._beside(member)
@@ -358,8 +365,11 @@ def _sniff_kind(path: Path) -> str:
         return "zip"
     if head.startswith(b"\x1f\x8b") or head[257:262] == b"ustar":
         return "tar"
-    if path.suffix.lower() == ".json" or head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
-        return "json"
+    if path.suffix.lower() in (".json", ".csv") or head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (
+        b"{",
+        b"[",
+    ):
+        return "file"
     suffix = "".join(path.suffixes[-2:]).lower()
     if suffix in (".zip", ".tgz", ".tar.gz", ".tar"):
         raise ParseError(str(path), f"corrupt or truncated archive: {_EXPECTED}")
@@ -389,7 +399,7 @@ def build_export_source(path: Path) -> ExportSource:
 
 @contextmanager
 def open_export(path: Path) -> Iterator[ExportSource]:
-    """Open a folder, .zip, .tar/.tgz/.tar.gz or bare .json export for reading, in place.
+    """Open a folder, .zip, .tar/.tgz/.tar.gz, or bare .json/.csv export for reading, in place.
 
     Raises:
         ParseError: the path does not exist, the archive is corrupt, or the type is unknown.

@@ -127,3 +127,21 @@ def test_csv_timestamps():
     assert parse_ts("") is None
     with pytest.raises(ValueError):
         parse_ts("1e400")
+
+
+def test_csv_given_by_itself_reads_its_folder_without_listing_it(tmp_path):
+    posts, stats = parse(FIXTURE / "labels.csv", "labels.csv")
+    listed, _ = parse(FIXTURE, "labels.csv")
+    assert [(p.source_id, p.labels) for p in posts] == [(p.source_id, p.labels) for p in listed]
+    assert stats.bad_records == 3
+    with open_export(FIXTURE / "labels.csv") as source:
+        assert list(source.iter_members()) == ["labels.csv"]  # no walk of the folder
+        assert source.exists("cat/a.png") and not source.exists("missing.png")
+        assert source.label("cat/a.png") == str(FIXTURE / "cat" / "a.png")
+    # A file that only a symlink leading out of the folder reaches is missing, as when listed.
+    (tmp_path / "set").mkdir()
+    (tmp_path / "outside.png").write_bytes(b"\x89PNG outside")
+    (tmp_path / "set" / "in.png").symlink_to(tmp_path / "outside.png")
+    (tmp_path / "set" / "labels.csv").write_text("filename,sender,labels,timestamp\nin.png,,a,\n")
+    (post,), _ = parse(tmp_path / "set" / "labels.csv", "labels.csv")
+    assert post.source_id == "missing:in.png"

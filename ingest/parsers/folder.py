@@ -114,7 +114,7 @@ def _iter_tree(source: ExportSource, stats: ParseStats) -> Iterator[ParsedPost]:
 
 
 def _iter_csv(source: ExportSource, csv_member: str, stats: ParseStats) -> Iterator[ParsedPost]:
-    label = f"{source.name}:{csv_member}"
+    label = source.label(csv_member)
     base = posixpath.dirname(csv_member)
     with source.open(csv_member) as raw:
         # UTF-8 (with or without a mark, as Excel writes it), or UTF-16/32 ("Unicode text")

@@ -146,8 +146,9 @@ def _parsed_posts(args: argparse.Namespace, cfg: AppConfig, stack: ExitStack, st
             raise UserError(
                 f"{path}: expected a folder of images, a .zip/.tar/.tgz of one, or a .csv file"
             )
-        # Filenames in the CSV are relative to its folder: that folder is the export root.
-        csv_member, path = path.name, path.parent
+        # Filenames in the CSV are relative to its folder, whose files are then read on demand
+        # (never listed: a million-row CSV's folder holds a million files).
+        csv_member = path.name
     source = stack.enter_context(open_export(path))
     if args.format == "hangouts":
         from ingest.parsers import hangouts

@@ -44,6 +44,11 @@ class TrainConfig:
     finetune_batch_size: int = 16
     # Stage 2: each earlier backbone block learns at this factor of the next one's rate.
     finetune_layer_decay: float = 0.8
+    # Sender head (classifier.senderhead): inverse L2 strength on the image features, and on
+    # the weights it gives the category guesses (a sender is mostly told apart by what they
+    # post). Chosen on synthetic chats with and without tastes: bench/sender_head.py.
+    sender_c: float = 0.0003
+    sender_category_c: float = 0.1
     # The bot names a sender only when its calibrated confidence is above the smallest cut-off
     # whose confident guesses on the tune images were right this often; else it says "unsure".
     sender_target_precision: float = 0.6

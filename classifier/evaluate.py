@@ -258,6 +258,28 @@ def recent_activity_baseline(
     return {"top1": top1, "macro_f1": macro}
 
 
+def sender_verdict(sender: dict, baselines: dict) -> dict:
+    """Whether the sender guess beats both baselines on validation, on top-1 **and** macro-F1.
+
+    This is the claim the train summary and the report make: ``beats_baselines`` is true only
+    when the model's top-1 and macro-F1 are both above the majority guess's and the
+    recent-activity guess's (strictly; a tie is no win). ``None`` when there is nothing to
+    compare (no validation image with a known sender). The margins are over the better
+    baseline on each metric.
+    """
+    top1, macro = sender.get("top1"), sender.get("macro_f1")
+    rivals = [b for b in baselines.values() if b and b.get("top1") is not None]
+    if top1 is None or macro is None or not rivals:
+        return {"beats_baselines": None, "top1_margin": None, "macro_f1_margin": None}
+    best_top1 = max(b["top1"] for b in rivals)
+    best_macro = max(b.get("macro_f1") or 0.0 for b in rivals)
+    return {
+        "beats_baselines": bool(top1 > best_top1 + 1e-12 and macro > best_macro + 1e-12),
+        "top1_margin": float(top1 - best_top1),
+        "macro_f1_margin": float(macro - best_macro),
+    }
+
+
 def promotion_score(metrics: dict) -> float:
     """What "better" means when choosing the current model: category macro-F1 + sender macro-F1
     on the same validation set (a missing part counts as 0)."""
@@ -278,6 +300,8 @@ def summary_metrics(evaluation: dict) -> dict:
         "sender_top1": snd.get("top1"),
         "sender_top3": snd.get("top3"),
         "sender_macro_f1": snd.get("macro_f1"),
+        "sender_beats_baselines": snd.get("beats_baselines"),
+        "sender_unsure_rate": snd.get("unsure_rate"),
         "majority_top1": (base.get("majority") or {}).get("top1"),
         "recent_30d_top1": (base.get("recent_30d") or {}).get("top1"),
         "n_val": evaluation.get("n_val"),

@@ -37,6 +37,16 @@ Source = Path | str | bytes
 # activations spill out of the per-core L2 cache, and each image then costs 30-60 % more
 # (efficientnet_lite0 on one thread of the bench machine: 18 ms an image at 4, 29 ms at 16).
 _CPU_CHUNK = 4
+# How many likely senders a result lists ("Person A or Person B").
+SENDER_CANDIDATES = 3
+
+
+@dataclass(frozen=True)
+class SenderCandidate:
+    """One likely sender and its calibrated probability."""
+
+    name: str
+    probability: float
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,9 @@ class Result:
     sender_probability: float
     sender_probabilities: dict[str, float]  # calibrated: softmax(logits / temperature)
     model_version: str
+    # The (up to) three most probable senders with their calibrated probabilities, most
+    # probable first; given even when ``sender`` is None ("unsure").
+    sender_candidates: tuple[SenderCandidate, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -478,6 +491,8 @@ def _results(bundle: _Loaded, sender_probs: np.ndarray, label_probs: np.ndarray)
             bundle.emitted_names[i] for i in np.argsort(-emitted, kind="stable") if chosen[i]
         ]
         sender_probabilities = {name: float(p) for name, p in zip(ckpt.senders, s_row, strict=True)}
+        order = np.argsort(-s_row, kind="stable")[:SENDER_CANDIDATES]
+        candidates = tuple(SenderCandidate(ckpt.senders[i], float(s_row[i])) for i in order)
         if len(s_row):
             best = int(np.argmax(s_row))
             probability = float(s_row[best])
@@ -493,6 +508,7 @@ def _results(bundle: _Loaded, sender_probs: np.ndarray, label_probs: np.ndarray)
                 sender_probability=probability,
                 sender_probabilities=sender_probabilities,
                 model_version=ckpt.version,
+                sender_candidates=candidates,
             )
         )
     return out

@@ -43,6 +43,34 @@ def _nll_text(cal: dict, snd: dict) -> str:
     return val
 
 
+def _prior_text(cal: dict) -> str:
+    """How the sender head was calibrated (classifier.senderhead), when it says."""
+    if cal.get("sender_scale") is None:
+        return ""
+    return (
+        f"; calibration folded into the head: scale {_fmt(cal['sender_scale'], 2)}, training "
+        f"prior put back with weight {_fmt(cal.get('sender_prior_weight'), 2)}"
+    )
+
+
+def _verdict_lines(snd: dict) -> list[str]:
+    """Whether the sender guess beats both baselines (top-1 and macro-F1), in words."""
+    beats = snd.get("beats_baselines")
+    if beats is None:
+        return []
+    margins = (
+        f"top-1 {snd['top1_margin']:+.2f} and macro-F1 {snd['macro_f1_margin']:+.2f} over the "
+        f"better baseline on {snd.get('n_images', 0)} validation images"
+    )
+    if beats:
+        return [f"**The sender guess beats both baselines** ({margins}).", ""]
+    return [
+        f"**The sender guess does not beat the baselines** ({margins}): nothing here shows that "
+        "members post different things.",
+        "",
+    ]
+
+
 def _interval(interval: list | None) -> str:
     """The text " (95% interval a–b)" for a bootstrap interval, or nothing."""
     if not interval:
@@ -277,6 +305,18 @@ def _confidence_lines(snd: dict, chosen: dict, evaluation: dict) -> list[str]:
         return []
     fitted = (evaluation.get("tuning") or {}).get("tuned_on") or "tune"
     target = chosen.get("target_precision")
+    if line > 1.0:
+        why = (
+            "its guesses were no better than always naming the most active member"
+            if chosen.get("beats_majority") is False
+            else f"no line reached the {_pct(target)} target (`[train] sender_target_precision`)"
+        )
+        if "target_reached" not in chosen:
+            why = "no line was good enough when it was trained"
+        return [
+            '**Naming the sender.** The model never names a sender: it always answers "unsure" '
+            f"and lists its three most likely candidates, because on the {fitted} images {why}."
+        ]
     text = [
         f"**Naming the sender.** The model names a sender only when the calibrated probability "
         f'of its top guess is at least **{line:.2f}**; below that it answers "unsure".'
@@ -381,7 +421,8 @@ def render_markdown(evaluation: dict) -> str:
         f"| most active, last 30 days | {_fmt((base.get('recent_30d') or {}).get('top1'))} | – | "
         f"{_fmt((base.get('recent_30d') or {}).get('macro_f1'))} |",
         "",
-        f"Temperature {_fmt(cal.get('temperature'))} ({_nll_text(cal, snd)}).",
+        *_verdict_lines(snd),
+        f"Temperature {_fmt(cal.get('temperature'))}{_prior_text(cal)} ({_nll_text(cal, snd)}).",
         "",
         *_confidence_lines(snd, cal.get("sender_confidence") or {}, evaluation),
         "",

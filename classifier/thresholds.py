@@ -11,8 +11,10 @@ Fallbacks (documented for the README):
   The train-set optimum is not used: the heads have fitted those images, so it sits too high.
 * Among equally good thresholds the median one is taken, keeping a margin on both sides.
 * ``sender_min_confidence`` is the smallest calibrated top-1 probability at which the accepted
-  tuning guesses reach ``target_precision``. If no cut-off reaches it, the one with the
-  highest precision is used (and reported as not reaching the target). With fewer than
+  tuning guesses reach ``target_precision``. If no cut-off reaches it, or the head's guesses on
+  the tuning images are no better than always naming the most active member
+  (``beats_majority=False``), the line is ``NEVER_NAME_SENDER`` (above any probability): the
+  model always answers "unsure" and only lists its candidates. With fewer than
   ``min_accepted`` tuning images that have a sender it stays at ``DEFAULT_SENDER_CONFIDENCE``.
 """
 
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_SENDER_CONFIDENCE = 0.5
+# A line no probability reaches: the sender is never named, only its candidates listed.
+NEVER_NAME_SENDER = 1.01
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
 CONFIDENCE_GRID = np.round(np.arange(0.0, 0.991, 0.01), 2)
 
@@ -93,9 +97,12 @@ class SenderConfidence:
     min_confidence: float
     target_precision: float
     target_reached: bool
-    # Precision and coverage of accepted (confident) tuning guesses at min_confidence.
+    # Precision and coverage of accepted (confident) tuning guesses at min_confidence; when no
+    # line is drawn, the most precise line's precision (for the report) and coverage 0.
     precision: float | None
     coverage: float | None
+    # Whether the head beat always naming the most active member on the tuning images.
+    beats_majority: bool = True
 
 
 def choose_sender_min_confidence(
@@ -103,10 +110,16 @@ def choose_sender_min_confidence(
     correct: np.ndarray,
     *,
     target_precision: float,
+    beats_majority: bool = True,
     min_accepted: int = 5,
     grid: np.ndarray = CONFIDENCE_GRID,
 ) -> SenderConfidence:
-    """Smallest confidence whose accepted guesses reach ``target_precision`` (see module doc)."""
+    """Smallest confidence whose accepted guesses reach ``target_precision`` (see module doc).
+
+    Args:
+        beats_majority: whether the guesses (``correct``) beat always naming the most active
+            member on these images; if not, no line is drawn.
+    """
     conf = np.asarray(confidences, dtype=np.float64)
     ok = np.asarray(correct, dtype=bool)
     n = len(conf)
@@ -118,16 +131,24 @@ def choose_sender_min_confidence(
     precision = np.where(n_acc > 0, hits / np.maximum(n_acc, 1), 0.0)
     enough = n_acc >= min_accepted
     reached = np.flatnonzero(enough & (precision >= target_precision - 1e-12))
-    if reached.size:
+    if reached.size and beats_majority:
         i = int(reached[0])
-    else:
-        # Best effort: the most precise cut-off that still answers for a few images.
-        candidates = np.flatnonzero(enough)
-        i = int(candidates[np.argmax(precision[candidates])]) if candidates.size else 0
+        return SenderConfidence(
+            min_confidence=float(grid[i]),
+            target_precision=target_precision,
+            target_reached=True,
+            precision=float(precision[i]),
+            coverage=float(n_acc[i] / n),
+        )
+    # No line is good enough, or one only looks good by chance on a head that loses to the
+    # majority guess: never name anyone (the best line's precision is still reported).
+    candidates = np.flatnonzero(enough)
+    i = int(candidates[np.argmax(precision[candidates])]) if candidates.size else 0
     return SenderConfidence(
-        min_confidence=float(grid[i]),
+        min_confidence=NEVER_NAME_SENDER,
         target_precision=target_precision,
-        target_reached=bool(reached.size),
+        target_reached=False,
         precision=float(precision[i]),
-        coverage=float(n_acc[i] / n),
+        coverage=0.0,
+        beats_majority=beats_majority,
     )

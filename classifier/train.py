@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from classifier.calibration import fit_temperature, nll, softmax
+from classifier.calibration import nll, softmax
 from classifier.config import ModelConfig, TrainConfig
 from classifier.dataset import (
     NO_SENDER,
@@ -39,6 +39,7 @@ from classifier.evaluate import (
     majority_baseline,
     recent_activity_baseline,
     sender_metrics,
+    sender_verdict,
     summary_metrics,
 )
 from classifier.labelhead import (
@@ -48,6 +49,14 @@ from classifier.labelhead import (
     fit_labels,
     label_probabilities,
     predict_label_sets,
+)
+from classifier.senderhead import (
+    SenderHead,
+    calibrated_logits,
+    class_prior,
+    fit_sender_calibration,
+    fit_sender_head,
+    fold_calibration,
 )
 from classifier.split import TUNED_ON_TUNE, Split, split_by_time
 from classifier.thresholds import choose_sender_min_confidence, tune_label_thresholds
@@ -645,6 +654,9 @@ def evaluate_outputs(
     )
     if majority.get("guess") is not None:
         majority["guess"] = vocab[majority["guess"]]
+    snd.update(sender_verdict(snd, {"majority": majority, "recent_30d": recent}))
+    if snd.get("coverage") is not None:
+        snd["unsure_rate"] = 1.0 - snd["coverage"]
     summary = prepared.summary()
     summary["n_val_evaluated"] = len(val_ok)
     evaluation = {
@@ -705,26 +717,44 @@ def calibrate_and_tune(
     label_probs: np.ndarray,
     train_cfg: TrainConfig,
 ) -> dict[str, Any]:
-    """Temperature, per-label thresholds and the sender confidence line, all from the model's
-    outputs on ``tuning_examples`` alone (the tune part; validation only as a small-store
-    fallback, see ``PreparedData.tuned_on``)."""
+    """Sender calibration, per-label thresholds and the sender confidence line, all from the
+    model's outputs on ``tuning_examples`` alone (the tune part; validation only as a
+    small-store fallback, see ``PreparedData.tuned_on``).
+
+    The sender calibration (``classifier.senderhead``: a scale and how much of the training
+    prior to put back) is returned for the caller to fold into the head, so the temperature is
+    1. The confidence line is drawn on the calibrated probabilities, and only if the head's
+    guesses beat always naming the most active training member on these images.
+    """
     targets = encode_senders([e.sender for e in tuning_examples], prepared.senders)
     has = targets >= 0
-    temperature = fit_temperature(sender_logits[has], targets[has])
+    n_senders = len(prepared.senders)
+    train_targets = encode_senders([e.sender for e in prepared.train], prepared.senders)
+    log_prior = np.log(class_prior(train_targets, n_senders)) if n_senders else np.zeros(0)
+    scale, prior_weight = fit_sender_calibration(sender_logits[has], targets[has], log_prior)
+    calibrated = calibrated_logits(sender_logits[has], scale, prior_weight, log_prior)
     y, m = stack_label_targets(tuning_examples, len(prepared.labels))
     tuned = tune_label_thresholds(y, m, label_probs, prepared.labels)
-    probs = softmax(sender_logits[has], temperature) if has.any() else np.zeros((0, 1))
+    probs = softmax(calibrated) if has.any() and n_senders else np.zeros((0, 1))
     correct = probs.argmax(axis=1) == targets[has] if has.any() else np.zeros(0, bool)
+    counts = np.bincount(train_targets[train_targets >= 0], minlength=max(n_senders, 1))
+    majority_right = targets[has] == int(np.argmax(counts))
     conf = choose_sender_min_confidence(
         probs.max(axis=1) if has.any() else np.zeros(0),
         correct,
         target_precision=train_cfg.sender_target_precision,
+        beats_majority=bool(correct.mean() > majority_right.mean()) if has.any() else True,
     )
     return {
         "n_images": len(tuning_examples),
-        "temperature": temperature,
+        "temperature": 1.0,
+        "sender_calibration": {
+            "scale": scale,
+            "prior_weight": prior_weight,
+            "log_prior": log_prior.tolist(),
+        },
         "nll_before": nll(sender_logits[has], targets[has], 1.0) if has.any() else None,
-        "nll_after": nll(sender_logits[has], targets[has], temperature) if has.any() else None,
+        "nll_after": nll(calibrated, targets[has], 1.0) if has.any() else None,
         "thresholds": {k: v.threshold for k, v in tuned.items()},
         "threshold_detail": {k: dataclasses.asdict(v) for k, v in tuned.items()},
         "sender_confidence": dataclasses.asdict(conf),
@@ -784,17 +814,21 @@ def train_model(
     held_ex = tune_ex + val_ex
     held_good = [e for e, good in zip(held_ex, ok_held, strict=True) if good]
     data = _head_data(prepared, train_good, feats_train[ok_train])
-    # Stage 1 trains the sender head here and the category head below (classifier.labelhead);
-    # fine-tuning starts from heads that learnt both here.
-    heads = train_heads(
-        data if finetune_backbone else _without_labels(data),
-        n_senders=len(prepared.senders),
-        epochs=train_cfg.epochs,
-        lr=train_cfg.lr,
-        weight_decay=train_cfg.weight_decay,
-        batch_size=train_cfg.batch_size,
-        seed=train_cfg.seed,
-        on_progress=on_progress,
+    # Stage 1 fits the sender head here (classifier.senderhead) and the category head below
+    # (classifier.labelhead); fine-tuning starts from heads that learnt both here.
+    heads = (
+        train_heads(
+            data,
+            n_senders=len(prepared.senders),
+            epochs=train_cfg.epochs,
+            lr=train_cfg.lr,
+            weight_decay=train_cfg.weight_decay,
+            batch_size=train_cfg.batch_size,
+            seed=train_cfg.seed,
+            on_progress=on_progress,
+        )
+        if finetune_backbone
+        else _sender_only_heads(_fit_sender(data, len(prepared.senders), train_cfg))
     )
     # A random-init backbone ("none", tests) is stored so the checkpoint rebuilds the same one.
     backbone_state = (
@@ -873,6 +907,12 @@ def train_model(
     tuned = calibrate_and_tune(
         prepared, tuning_good, held_logits[tuning_rows], held_probs[tuning_rows], train_cfg
     )
+    # The sender calibration lives in the head from here on (temperature 1).
+    sender_cal = tuned["sender_calibration"]
+    heads = _calibrated_heads(heads, sender_cal)
+    held_logits = calibrated_logits(
+        held_logits, sender_cal["scale"], sender_cal["prior_weight"], sender_cal["log_prior"]
+    )
     validation_state = {k: v.detach().cpu() for k, v in heads.state_dict().items()}
     heads_state, refit = validation_state, None
     if label_fit is not None:
@@ -885,7 +925,11 @@ def train_model(
         # validation (its weights are kept too, so `memetag eval` scores the same model).
         all_good = train_good + held_good
         shipped = _refit_sender_heads(
-            prepared, all_good, np.concatenate([feats_train[ok_train], feats_held]), train_cfg
+            prepared,
+            all_good,
+            np.concatenate([feats_train[ok_train], feats_held]),
+            train_cfg,
+            sender_cal,
         )
         shipped = _with_label_head(shipped, label_fit.shipped_head)
         heads_state = {k: v.detach().cpu() for k, v in shipped.state_dict().items()}
@@ -915,6 +959,8 @@ def train_model(
     )
     evaluation["calibration"] = {
         "temperature": tuned["temperature"],
+        "sender_scale": sender_cal["scale"],
+        "sender_prior_weight": sender_cal["prior_weight"],
         "fitted_on": prepared.tuned_on,
         "nll_before": tuned["nll_before"],
         "nll_after": tuned["nll_after"],
@@ -977,16 +1023,6 @@ def train_model(
     )
 
 
-def _without_labels(data: HeadData) -> HeadData:
-    """The same rows with no category targets: train_heads then fits the sender head only."""
-    n = len(data.features)
-    return dataclasses.replace(
-        data,
-        label_targets=np.zeros((n, 0), np.float32),
-        label_mask=np.zeros((n, 0), bool),
-    )
-
-
 def _fit_label_head(
     prepared: PreparedData,
     fit_examples: Sequence[Example],
@@ -1028,20 +1064,66 @@ def _with_label_head(heads: Any, label_head: Any) -> Any:
 
 
 def _refit_sender_heads(
-    prepared: PreparedData, examples: Sequence[Example], features: np.ndarray, cfg: TrainConfig
+    prepared: PreparedData,
+    examples: Sequence[Example],
+    features: np.ndarray,
+    cfg: TrainConfig,
+    calibration: dict,
 ) -> Any:
-    """The sender head trained as in ``train_model`` on every image (train, tune, validation):
-    the calibration fitted earlier is kept."""
-    data = _without_labels(_head_data(prepared, examples, features))
-    return train_heads(
-        data,
-        n_senders=len(prepared.senders),
-        epochs=cfg.epochs,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        batch_size=cfg.batch_size,
-        seed=cfg.seed,
+    """The sender head fitted as in ``train_model`` on every image (train, tune, validation),
+    with the calibration fitted earlier (the prior it puts back is now every image's)."""
+    data = _head_data(prepared, examples, features)
+    n_senders = len(prepared.senders)
+    head = _fit_sender(data, n_senders, cfg)
+    log_prior = np.log(class_prior(data.sender_targets, n_senders)) if n_senders else np.zeros(0)
+    head = fold_calibration(head, calibration["scale"], calibration["prior_weight"], log_prior)
+    return _sender_only_heads(head)
+
+
+def _fit_sender(data: HeadData, n_senders: int, cfg: TrainConfig) -> SenderHead:
+    """The stage-1 sender head (``classifier.senderhead``) on these rows."""
+    return fit_sender_head(
+        data.features,
+        data.sender_targets,
+        n_senders,
+        label_targets=data.label_targets,
+        label_mask=data.label_mask,
+        c=cfg.sender_c,
+        c_categories=cfg.sender_category_c,
     )
+
+
+def _sender_only_heads(head: SenderHead) -> Any:
+    """``Heads`` holding this sender head and no category layer (it is added later)."""
+    import torch
+
+    from classifier.model import Heads
+
+    n_senders, dim = head.weight.shape
+    heads = Heads(dim, n_senders, 0)
+    if heads.sender is not None:
+        with torch.no_grad():
+            heads.sender.weight.copy_(torch.from_numpy(head.weight).float())
+            heads.sender.bias.copy_(torch.from_numpy(head.bias).float())
+    heads.eval()
+    return heads
+
+
+def _calibrated_heads(heads: Any, calibration: dict) -> Any:
+    """``heads`` with the sender calibration folded into its sender layer (in place)."""
+    import torch
+
+    if heads.sender is None:
+        return heads
+    layer = heads.sender
+    head = SenderHead(layer.weight.detach().double().numpy(), layer.bias.detach().double().numpy())
+    folded = fold_calibration(
+        head, calibration["scale"], calibration["prior_weight"], calibration["log_prior"]
+    )
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(folded.weight).float())
+        layer.bias.copy_(torch.from_numpy(folded.bias).float())
+    return heads
 
 
 def embedding_cache_key(model_cfg: ModelConfig, seed: int) -> str:

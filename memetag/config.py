@@ -183,6 +183,8 @@ def _validate_ranges(origin: str, cfg: AppConfig) -> None:
             0 < cfg.train.finetune_layer_decay <= 1,
             "[train] finetune_layer_decay must be above 0 and at most 1",
         ),
+        (cfg.train.sender_c >= 0, "[train] sender_c must be 0 or more"),
+        (cfg.train.sender_category_c >= 0, "[train] sender_category_c must be 0 or more"),
         (
             0 < cfg.train.sender_target_precision <= 1,
             "[train] sender_target_precision must be above 0 and at most 1",

@@ -87,6 +87,9 @@ def test_unsure_sender_and_temperature(cfg, images):
         predictor.close()
     assert result.sender is None  # a high temperature flattens the softmax below 0.9
     assert max(result.sender_probabilities.values()) < 1 / len(SENDERS) + 0.05
+    # Unsure, it still lists the likely senders, most probable first.
+    ranked = sorted(result.sender_probabilities.items(), key=lambda kv: -kv[1])
+    assert [(c.name, c.probability) for c in result.sender_candidates] == ranked[:3]
 
 
 async def test_async_batching_matches_predict_files(ckpt, cfg, images, tmp_path):
@@ -215,7 +218,13 @@ def test_cli_predict_json(cli_env, images, tmp_path, capsys):
     assert [r["file"] for r in rows] == [str(images[0]), str(bad), str(images[1])]
     assert set(rows[0]) == {"file", "labels", "predicted", "sender"}
     assert set(rows[0]["labels"]) == {"meme", "photo"}
-    assert set(rows[0]["sender"]) == {"name", "probability"}
+    assert set(rows[0]["sender"]) == {"name", "probability", "candidates"}
+    candidates = rows[0]["sender"]["candidates"]
+    assert [c["name"] for c in candidates][:1] == [rows[0]["sender"]["name"]]
+    assert [c["probability"] for c in candidates] == sorted(
+        (c["probability"] for c in candidates), reverse=True
+    )
+    assert len(candidates) == 3 and set(candidates[0]) == {"name", "probability"}
     assert "error" in rows[1] and "\n" not in rows[1]["error"]
 
     code = main([*cli_env, "predict", str(images[0])])  # the table

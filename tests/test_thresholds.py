@@ -7,6 +7,7 @@ import numpy as np
 from classifier.thresholds import (
     DEFAULT_SENDER_CONFIDENCE,
     DEFAULT_THRESHOLD,
+    NEVER_NAME_SENDER,
     best_f1_threshold,
     choose_sender_min_confidence,
     f1_curve,
@@ -66,10 +67,24 @@ def test_sender_confidence_reaches_target_precision():
     assert chosen.precision == 1.0 and np.isclose(chosen.coverage, 6 / 12)
 
 
-def test_sender_confidence_best_effort_and_too_little_data():
+def test_sender_is_never_named_when_no_line_is_good_enough():
     conf = np.linspace(0.2, 0.9, 20)
     correct = np.arange(20) % 2 == 0  # 50 % right at every confidence
     chosen = choose_sender_min_confidence(conf, correct, target_precision=0.95)
     assert not chosen.target_reached and chosen.precision is not None
+    assert chosen.min_confidence == NEVER_NAME_SENDER > 1.0 and chosen.coverage == 0.0
+    # A line that reaches the target, on a head that loses to the majority guess there, is
+    # luck: it is not drawn either.
+    conf = np.array([0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3, 0.3])
+    correct = np.array([1, 1, 1, 1, 1, 1, 0, 1, 0, 0, 0, 1], bool)
+    lucky = choose_sender_min_confidence(
+        conf, correct, target_precision=0.9, min_accepted=3, beats_majority=False
+    )
+    assert lucky.min_confidence == NEVER_NAME_SENDER and not lucky.beats_majority
+
+
+def test_sender_confidence_with_too_little_data():
+    conf = np.linspace(0.2, 0.9, 20)
+    correct = np.arange(20) % 2 == 0
     few = choose_sender_min_confidence(conf[:2], correct[:2], target_precision=0.5)
     assert few.min_confidence == DEFAULT_SENDER_CONFIDENCE and few.precision is None

@@ -80,6 +80,10 @@ def handle_predict(args: argparse.Namespace, cfg: AppConfig) -> int:
                 "sender": {
                     "name": result.sender,
                     "probability": round(result.sender_probability, 4),
+                    "candidates": [
+                        {"name": c.name, "probability": round(c.probability, 4)}
+                        for c in result.sender_candidates
+                    ],
                 },
             }
         )
@@ -88,6 +92,20 @@ def handle_predict(args: argparse.Namespace, cfg: AppConfig) -> int:
     else:
         _print_table(rows, ckpt.version)
     return 0 if any("error" not in row for row in rows) else 1
+
+
+def _sender_cell(sender: dict[str, Any]) -> str:
+    """``Person B 0.62 (or Person A 0.20, Person C 0.09)``, or ``unsure: Person B 0.45, …``."""
+    candidates = [f"{shown(c['name'], 30)} {c['probability']:.2f}" for c in sender["candidates"]]
+    if sender["name"] is None:
+        return "unsure: " + ", ".join(candidates) if candidates else "unsure"
+    named = f"{shown(sender['name'], 30)} {sender['probability']:.2f}"
+    others = [
+        c
+        for c, raw in zip(candidates, sender["candidates"], strict=True)
+        if raw["name"] != sender["name"]
+    ]
+    return f"{named} (or {', '.join(others)})" if others else named
 
 
 def _print_table(rows: list[dict[str, Any]], version: str) -> None:
@@ -99,9 +117,7 @@ def _print_table(rows: list[dict[str, Any]], version: str) -> None:
         if "error" in row:
             senders.append("")
             continue
-        sender = row["sender"]
-        name = shown(sender["name"], 80) if sender["name"] is not None else "unsure"
-        senders.append(f"{name} ({sender['probability']:.2f})")
+        senders.append(_sender_cell(row["sender"]))
     sender_width = max([len("SENDER")] + [len(s) for s in senders])
     print(f"model {version}")
     print(f"{'FILE':<{width}}  {'SENDER':<{sender_width}}  CATEGORIES")

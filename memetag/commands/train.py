@@ -164,6 +164,42 @@ def _f(value: Any, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _signed(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.2f}"
+
+
+def sender_verdict_line(snd: dict) -> str | None:
+    """Whether the sender guess beats both baselines, in words (None: nothing to compare)."""
+    beats = snd.get("beats_baselines")
+    if beats is None:
+        return None
+    margins = (
+        f"top-1 {_signed(snd.get('top1_margin'))}, macro-F1 {_signed(snd.get('macro_f1_margin'))}"
+        f" over the better baseline, {snd.get('n_images', 0)} validation images"
+    )
+    if beats:
+        return f"the sender guess beats both baselines ({margins})"
+    return (
+        f"the sender guess does NOT beat the baselines ({margins}): no sign here that members "
+        "post different things"
+    )
+
+
+def confidence_line(snd: dict) -> str:
+    """The sender "unsure" line and what it did on validation."""
+    line = snd.get("min_confidence")
+    if line is not None and line > 1.0:
+        return (
+            'sender never named (always "unsure", with candidates): on the tune images no '
+            "confidence line reached [train] sender_target_precision, or the guesses lost to "
+            "always naming the most active member"
+        )
+    return (
+        f"sender named when confidence >= {_f(line)}: coverage {_f(snd.get('coverage'))}, "
+        f"precision {_f(snd.get('confident_precision'))}"
+    )
+
+
 def category_figure(cats: dict) -> str:
     """Validation macro-F1 with its 95% bootstrap interval and how many images it rests on:
     on a few dozen images a bare number says little."""
@@ -340,6 +376,11 @@ def _train_summary(result, seconds: float, promoted: bool, why: str, path: Path,
                 "coverage",
                 "confident_precision",
                 "min_confidence",
+                "beats_baselines",
+                "top1_margin",
+                "macro_f1_margin",
+                "unsure_rate",
+                "n_images",
             )
         },
         "baselines": ev["baselines"],
@@ -416,10 +457,10 @@ def _print_train_summary(s: dict) -> None:
         f"  baselines    majority top-1 {_f(base['majority'].get('top1'))} · most active in "
         f"the last 30 days top-1 {_f(base['recent_30d'].get('top1'))}"
     )
-    print(
-        f"  confident    sender named when confidence >= {_f(snd.get('min_confidence'))}: "
-        f"coverage {_f(snd.get('coverage'))}, precision {_f(snd.get('confident_precision'))}"
-    )
+    verdict = sender_verdict_line(snd)
+    if verdict:
+        print(f"  verdict      {verdict}")
+    print(f"  confident    {confidence_line(snd)}")
     if not d["n_val"]:
         print(
             "  warning      no validation images (no post times?): thresholds, temperature and "
@@ -495,6 +536,9 @@ def handle_eval(args: argparse.Namespace, cfg: AppConfig) -> int:
         f"  baselines    majority top-1 {_f(s['majority_top1'])} · most active in the last 30 "
         f"days top-1 {_f(s['recent_30d_top1'])}"
     )
+    verdict = sender_verdict_line(evaluation["sender"])
+    if verdict:
+        print(f"  verdict      {verdict}")
     print(f"  report       {paths['markdown']}")
     return 0
 

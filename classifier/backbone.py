@@ -53,7 +53,8 @@ _PACKAGE_MODEL_KWARGS: dict[str, Any] = {"pad_type": "same", "bn_eps": 1e-3}
 _PACKAGE_MEAN = (0.5, 0.5, 0.5)
 _PACKAGE_STD = (0.5, 0.5, 0.5)
 # Bump when decoding/transform code changes in a way that changes embeddings.
-_PREPROCESS_VERSION = 1
+# 2: training embeddings decode at reduced scale like the Predictor (no train/serve skew).
+_PREPROCESS_VERSION = 2
 _KNOWN_WEIGHTS = ("package", "hub", "none")
 
 

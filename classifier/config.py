@@ -15,8 +15,9 @@ class ModelConfig:
     # anything else is a path to a local .pth / .safetensors state dict.
     pretrained: str = "package"
     image_size: int = 224
-    # "crop": resize the short side then centre-crop; "letterbox": fit the whole image and pad.
-    resize: str = "crop"
+    # "letterbox": fit the whole image and pad; "crop": resize the short side then centre-crop.
+    # Letterbox won on real chat images (tall, text-heavy screenshots): bench/label_efficiency.py.
+    resize: str = "letterbox"
     device: str = "auto"
     batch_size: int = 16
     decode_workers: int = 2

@@ -162,10 +162,14 @@ class ImageDataset:
         transform: Callable[[Any], Any],
         *,
         max_pixels: int,
+        min_side: int | None = None,
     ) -> None:
+        """``min_side``: decode at reduced scale down to this side, as the Predictor does
+        (``classifier.imaging.load_rgb``), so embeddings match what serving computes."""
         self.rows = list(rows)
         self.transform = transform
         self.max_pixels = max_pixels
+        self.min_side = min_side
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -173,7 +177,7 @@ class ImageDataset:
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         path, target = self.rows[index]
         try:
-            image = load_rgb(Path(path), max_pixels=self.max_pixels)
+            image = load_rgb(Path(path), max_pixels=self.max_pixels, min_side=self.min_side)
         except ImageLoadError as exc:
             log.warning("skipping %s: %s", path, exc)
             return None, target

@@ -187,11 +187,13 @@ def embed_with_cache(
     num_workers: int = 0,
     on_progress: ProgressFn | None = None,
     save_every: int = 512,
+    min_side: int | None = None,
 ) -> EmbedResult:
     """Embed ``(image_path, sha256)`` rows, computing only those not in ``cache``.
 
     New features are written to the cache every ``save_every`` images, so an interrupted run
     keeps most of its work. ``on_progress(done, total)`` counts images to embed, not cached ones.
+    ``min_side`` lets images decode at reduced scale, exactly as the Predictor decodes them.
     """
     import torch
     from torch.utils.data import DataLoader
@@ -211,7 +213,7 @@ def embed_with_cache(
     if todo:
         backbone.eval()
         loader = DataLoader(
-            ImageDataset(todo, transform, max_pixels=max_pixels),
+            ImageDataset(todo, transform, max_pixels=max_pixels, min_side=min_side),
             batch_size=batch_size,
             shuffle=False,
             num_workers=num_workers,

@@ -110,9 +110,11 @@ def macro_f1_interval(
     seed: int = 0,
 ) -> list[float] | None:
     """Percentile bootstrap interval of macro-F1 over category-labelled images (resampled with
-    replacement; macro over the labels with a positive in each resample). With a validation set
-    of a few dozen images a single macro-F1 means little; this says how little. None without
-    category-labelled images."""
+    replacement; macro over the labels with a positive in each resample), never narrower than
+    the Wilson interval of the share of images whose label set is exactly right: a bootstrap of
+    six images that are all right says [1, 1], and six images cannot say that. With a
+    validation set of a few dozen images a single macro-F1 means little; this says how little.
+    None without category-labelled images."""
     y = np.asarray(y_true) > 0.5
     m = np.asarray(mask, dtype=bool)
     p = np.asarray(pred, dtype=bool)
@@ -127,7 +129,23 @@ def macro_f1_interval(
         if f1 is not None:
             scores.append(f1)
     lo, hi = np.quantile(scores, [(1 - level) / 2, (1 + level) / 2])
-    return [float(lo), float(hi)]
+    point = _macro_f1(y[rows], m[rows], p[rows])
+    exact = float(((y[rows] == p[rows]) | ~m[rows]).all(axis=1).mean())
+    w_lo, w_hi = _wilson(exact, len(rows), level)
+    lo = max(0.0, min(float(lo), point - (exact - w_lo)))
+    hi = min(1.0, max(float(hi), point + (w_hi - exact)))
+    return [lo, hi]
+
+
+def _wilson(share: float, n: int, level: float) -> tuple[float, float]:
+    """Wilson score interval of a proportion observed as ``share`` of ``n``."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf((1 + level) / 2)
+    denom = 1 + z * z / n
+    centre = (share + z * z / (2 * n)) / denom
+    half = z * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / denom
+    return float(centre - half), float(centre + half)
 
 
 def f1_threshold_curves(

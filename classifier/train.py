@@ -1,9 +1,12 @@
 """Training as library functions: data preparation, heads on cached embeddings, fine-tuning,
 threshold tuning, calibration, and evaluating any checkpoint on the current validation set.
 
-Three time-ordered parts (``classifier.split``): heads and fine-tuning learn from train only,
-thresholds / temperature / the sender confidence line are fitted on tune only, and validation is
-only ever scored. Small stores without a usable tune part tune on validation, flagged in reports.
+Three time-ordered parts (``classifier.split``): the sender head and fine-tuning learn from train
+only, the sender calibration and confidence line are fitted on tune only, and validation is only
+ever scored. The category head (``classifier.labelhead``) learns from train and tune, with its
+calibration and thresholds cross-fitted there. Small stores without a usable tune part tune the
+sender on validation, flagged in reports. Once everything is fixed, the heads that ship are refit
+on every image; the validation figures are of the heads fitted without validation.
 """
 
 from __future__ import annotations
@@ -548,8 +551,10 @@ def embed_examples(
     on_progress: Progress = _noop,
     stage: str = "embed",
 ) -> EmbedResult:
-    """Frozen-backbone features for examples, through ``cache``."""
-    from classifier.backbone import build_transform
+    """Frozen-backbone features for examples, through ``cache``. Images are decoded the way the
+    Predictor decodes them (reduced scale down to ``decode_min_side``), so the heads learn from
+    the features they will be given."""
+    from classifier.backbone import build_transform, decode_min_side
 
     device = resolve_device(model_cfg.device)
     backbone.to(device)
@@ -564,6 +569,7 @@ def embed_examples(
         max_pixels=model_cfg.max_pixels,
         num_workers=model_cfg.decode_workers,
         on_progress=lambda done, total: on_progress(stage, done, total),
+        min_side=decode_min_side(data_config, model_cfg.resize),
     )
 
 

@@ -108,8 +108,8 @@ def test_transforms_shapes_and_no_flip():
 
 
 def test_preprocessing_key_is_stable_and_specific(tmp_path):
-    base = ModelConfig()
-    assert preprocessing_key(base) == preprocessing_key(ModelConfig())
+    base = ModelConfig(resize="crop")  # the letterbox variant is one of the four below
+    assert preprocessing_key(base) == preprocessing_key(ModelConfig(resize="crop"))
     keys = {
         preprocessing_key(base),
         preprocessing_key(dataclasses.replace(base, image_size=256)),

@@ -124,6 +124,10 @@ def test_macro_f1_interval_brackets_the_figure_and_narrows_with_more_images():
     assert small[0] < 0.7 < small[1] and large[0] < 0.7 < large[1]
     assert large[1] - large[0] < (small[1] - small[0]) / 2
     assert macro_f1_interval(np.zeros((2, 3)), np.zeros((2, 3), bool), np.zeros((2, 3))) is None
+    # Six images, all right: the bootstrap alone would say [1, 1]; six images cannot say that.
+    six = np.eye(6, dtype=np.float32)
+    lo, hi = macro_f1_interval(six, np.ones_like(six, bool), six.astype(bool))
+    assert hi == 1.0 and lo < 0.7
 
 
 # --- the pipeline, on a tiny model -------------------------------------------------------------

@@ -4,9 +4,11 @@ current model. Only wiring: the work is in classifier.train / evaluate / report.
 Promotion rule: a new model becomes current when ``--promote`` is given, when there is no current
 model, when the current one can't be loaded or no longer fits the config, or when it is not worse
 than the current one on the SAME validation set (the new run's split): its score, category
-macro-F1 + sender macro-F1, is at least the current model's. The new model's thresholds were fitted
-on the tune part just before that validation set, never on it (unless the store is too small for
-a tune part, which the summary flags).
+macro-F1 + sender macro-F1, is at least the current model's. Both are scored with heads that never
+saw that validation set: the new model's category thresholds were cross-fitted on train and tune,
+its sender calibration fitted on the tune part (on validation only when the store is too small for
+a tune part, which the summary flags), and a refit model is scored with the heads it kept from
+before its refit.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train the category and sender heads from every stored image. Stage 1 "
         "(default) keeps the backbone frozen and caches its embeddings, so a retrain only embeds "
         "new images. The newest [train] val_fraction of images validate, the [train] "
-        "tune_fraction before them fit the decision thresholds and calibration, the rest train; "
-        "the new model becomes current if it is not worse than the current one on that same "
-        "validation set.",
+        "tune_fraction before them fit the sender calibration, the rest train; category "
+        "thresholds and calibration come from cross-validation on train and tune. The heads "
+        "that ship are then refit on every image; the validation figures (with an interval) are "
+        "of the heads fitted without the validation images. The new model becomes current if it "
+        "is not worse than the current one on that same validation set.",
     )
     train.add_argument(
         "--finetune",

@@ -139,6 +139,42 @@ async def test_votes_net_and_labelled_view(db):
     assert len(rows) == 2 and rows[0].labels == ("meme",) and rows[0].sender == "Beta"
 
 
+async def test_one_member_vote_per_label_whatever_the_gesture(db):
+    await posts.insert_posts(db, [_post("a")], {})
+    (pa,) = await posts.list_posts_to_fetch(db)
+    image_id = (await posts.record_stored(db, pa.id, _img("ce" * 32))).image_id
+    await labels.add_vote(db, image_id, "meme", "discord:1", 1, "reaction")
+    await labels.add_vote(db, image_id, "meme", "discord:1", -1, "button")  # "not a meme" later
+    (vote,) = await labels.list_votes_for_image(db, image_id)
+    assert (vote.vote, vote.origin) == (-1, "button")
+    (item,) = await images.list_labelled_images(db)
+    assert item.net_votes == {"meme": -1}
+
+
+async def test_v2_votes_from_two_gestures_migrate_to_the_later_one(tmp_path):
+    path = tmp_path / "memetag.db"
+    from store.db import _migrations
+
+    conn = sqlite3.connect(path)
+    for number, _name, sql in _migrations()[:2]:
+        conn.executescript(f"{sql}\nPRAGMA user_version = {number};")
+    conn.executescript(
+        "INSERT INTO images VALUES (1, '" + "ab" * 32 + "', NULL, 1, 1, 'PNG', 'png', 1, '2020-12-31T00:00:00+00:00');"
+        "INSERT INTO labels (id, name) VALUES (1, 'meme');"
+        "INSERT INTO label_votes VALUES (1, 1, 1, 'u1', 1, 'reaction', '2021-01-01T00:00:00+00:00');"
+        "INSERT INTO label_votes VALUES (2, 1, 1, 'u1', -1, 'command', '2021-01-02T00:00:00+00:00');"
+        "INSERT INTO label_votes VALUES (3, 1, 1, 'ingest:folder', 1, 'ingest', '2020-12-31T00:00:00+00:00');"
+    )
+    conn.close()
+    async with open_database(path) as db:
+        assert await db.schema_version() == SCHEMA_VERSION
+        votes = await labels.list_votes_for_image(db, 1)
+    assert sorted((v.voter, v.vote, v.origin) for v in votes) == [
+        ("ingest:folder", 1, "ingest"),
+        ("u1", -1, "command"),
+    ]
+
+
 async def test_models_current_flag_and_rollback(db):
     await models.insert_model(db, "v1", "models/v1.pt", {"f1": 0.5}, make_current=True)
     await models.insert_model(db, "v2", "models/v2.pt", {"f1": 0.6}, make_current=True)

@@ -54,15 +54,15 @@ async def list_labels(db: Database) -> list[Label]:
 async def add_vote(
     db: Database, image_id: int, label: str, voter: str, vote: int, origin: str
 ) -> None:
-    """Record (or change) one voter's vote on one label of one image."""
+    """Record (or change) one voter's vote on one label of one image: the latest gesture wins."""
     if vote not in (-1, 1):
         raise ValueError("vote must be +1 or -1")
     async with db.transaction() as conn:
         ids = await ensure_label_ids(conn, [label])
         await conn.execute(
             "INSERT INTO label_votes (image_id, label_id, voter, vote, origin, created_at)"
-            " VALUES (?,?,?,?,?,?) ON CONFLICT(image_id, label_id, voter, origin)"
-            " DO UPDATE SET vote = excluded.vote, created_at = excluded.created_at",
+            " VALUES (?,?,?,?,?,?) ON CONFLICT(image_id, label_id, voter) DO UPDATE SET"
+            " vote = excluded.vote, origin = excluded.origin, created_at = excluded.created_at",
             (image_id, ids[label], voter, vote, origin, utcnow()),
         )
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ingest.errors import DownloadError, ImageRejected, IngestError, MemberTooLarge, clip
-from ingest.images import inspect_image
+from ingest.images import ImageInfo, inspect_image
 from ingest.parsers.base import ParsedPost, ParseStats
 from store.db import Database, translate_error
 from store.errors import StoreError
@@ -37,6 +37,7 @@ from store.orphans import ORPHAN_GRACE_S, check_files_belong, sweep_orphans
 from store.queries.images import claim_image_file
 from store.queries.posts import (
     StoredImage,
+    StoreOutcome,
     count_posts_to_fetch,
     insert_posts,
     list_posts_to_fetch,
@@ -256,13 +257,28 @@ async def record_posts(
     return seen
 
 
-async def _bytes_for(
-    post: Post,
+class FetchablePost(Protocol):
+    """Where a post's bytes are: a stored ``Post`` or a ``NewPost`` not recorded yet."""
+
+    source_id: str
+    url: str | None
+    local_ref: str | None
+    must_sniff: bool
+    fallback_urls: tuple[str, ...]
+
+
+async def fetch_post_bytes(
+    post: FetchablePost,
     reader: LocalReader | None,
     reader_lock: asyncio.Lock,
     fetcher: Fetcher | None,
     max_bytes: int,
 ) -> bytes:
+    """The bytes of one post: read from the export (``local_ref``) or downloaded by URL.
+
+    Raises:
+        DownloadError: the file is missing, too large or unreadable, or the download failed.
+    """
     if post.local_ref is not None:
         # Archive readers (tar in particular) are not safe to use from two threads at once.
         async with reader_lock:
@@ -282,6 +298,45 @@ async def _bytes_for(
         raise DownloadError(post.url, "offline", "no downloader available")
     return await fetcher.fetch(
         post.url, must_be_image=post.must_sniff, fallback_urls=post.fallback_urls
+    )
+
+
+async def check_image_bytes(data: bytes, *, max_pixels: int, about: object) -> ImageInfo:
+    """Decode and describe untrusted bytes in a worker thread (see ``inspect_image``).
+
+    Args:
+        about: the item the bytes are (a URL, export member or source id): Pillow's warnings
+            (corrupt EXIF...) then name it.
+
+    Raises:
+        ImageRejected: not an acceptable image (reason ``empty``, ``not_image``,
+            ``decompression_bomb``, ``truncated``, ``corrupt``).
+    """
+    with warnings_about(about):
+        return await asyncio.to_thread(inspect_image, data, max_pixels=max_pixels)
+
+
+async def store_checked_image(
+    db: Database, files: ImageFiles, post_id: int, info: ImageInfo, data: bytes
+) -> StoreOutcome:
+    """Write checked bytes content-addressed and link the post to them.
+
+    Claim, write, then link: a sweep in any process deletes only a file whose claim is stale,
+    and the link re-checks the file under the write lock. The file write runs in a thread.
+    """
+
+    def put() -> None:
+        files.write(info.sha256, info.ext, data)
+
+    await claim_image_file(db, info.sha256, info.ext)
+    await asyncio.to_thread(put)
+    return await record_stored(
+        db,
+        post_id,
+        StoredImage(
+            info.sha256, info.phash, info.width, info.height, info.format, info.ext, info.bytes
+        ),
+        ensure_file=put,
     )
 
 
@@ -314,32 +369,11 @@ async def fetch_images(
         nonlocal done, failures
         async with sem:
             try:
-                data = await _bytes_for(post, reader, reader_lock, fetcher, max_bytes)
-                # Pillow's warnings (corrupt EXIF...) then name the item they are about.
-                with warnings_about(post.local_ref or post.url or post.source_id):
-                    info = await asyncio.to_thread(inspect_image, data, max_pixels=max_pixels)
-
-                def put(info=info, data=data) -> None:
-                    files.write(info.sha256, info.ext, data)
-
-                # Claim, write, then link: a sweep in any process deletes only a file whose
-                # claim is stale, and the link re-checks the file under the write lock.
-                await claim_image_file(db, info.sha256, info.ext)
-                await asyncio.to_thread(put)
-                outcome = await record_stored(
-                    db,
-                    post.id,
-                    StoredImage(
-                        info.sha256,
-                        info.phash,
-                        info.width,
-                        info.height,
-                        info.format,
-                        info.ext,
-                        info.bytes,
-                    ),
-                    ensure_file=put,
+                data = await fetch_post_bytes(post, reader, reader_lock, fetcher, max_bytes)
+                info = await check_image_bytes(
+                    data, max_pixels=max_pixels, about=post.local_ref or post.url or post.source_id
                 )
+                outcome = await store_checked_image(db, files, post.id, info, data)
                 summary.stored += 1
                 if outcome.is_new:
                     summary.new_images += 1

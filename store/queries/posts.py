@@ -216,6 +216,16 @@ async def count_posts_to_fetch(
     return int(row[0]) if row else 0
 
 
+async def get_post_by_source_id(db: Database, source: str, source_id: str) -> Post | None:
+    """The post a source knows as ``source_id``, or None when it is not recorded."""
+    row = await db.fetchone(
+        f"SELECT {_POST_COLUMNS} FROM posts p LEFT JOIN people pe ON pe.id = p.author_id"
+        " WHERE p.source = ? AND p.source_id = ?",
+        (source, source_id),
+    )
+    return post_from_row(row) if row else None
+
+
 async def list_posts(db: Database, source: str | None = None) -> list[Post]:
     params: tuple = ()
     where = ""

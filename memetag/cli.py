@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "memetag.commands.train",
     "memetag.commands.predict",
     "memetag.commands.demo",
+    "memetag.commands.bot",
 )
 
 

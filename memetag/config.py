@@ -67,12 +67,35 @@ DEFAULT_LABELS: tuple[LabelSpec, ...] = (
 )
 
 
+BOT_MODES = ("react", "reply", "silent")
+
+
+@dataclass(frozen=True)
+class BotConfig:
+    """``memetag bot``: which channels it watches, how it shows tags, how much work it queues."""
+
+    # channel id -> "react" | "reply" | "silent"
+    channels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # Mode for channels not listed: "off" (ignore them) or one of BOT_MODES.
+    default_mode: str = "off"
+    max_reactions: int = 3
+    ignore_bots: bool = True
+    ignore_self: bool = True
+    queue_size: int = 200
+    workers: int = 4
+    max_images_per_message: int = 10
+    drain_timeout_s: float = 10.0
+    model_poll_s: float = 30.0
+    sender_in_reply: bool = True
+
+
 @dataclass(frozen=True)
 class AppConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    bot: BotConfig = field(default_factory=BotConfig)
     labels: tuple[LabelSpec, ...] = DEFAULT_LABELS
     # source id (Hangouts gaia_id, Google Chat email, Discord user id) -> display name
     people: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -106,6 +129,7 @@ _SECTIONS: dict[str, type] = {
     "ingest": IngestConfig,
     "model": ModelConfig,
     "train": TrainConfig,
+    "bot": BotConfig,
 }
 
 
@@ -129,6 +153,10 @@ def _check_value(where: str, value: Any, expected: type) -> Any:
 def _build_section(origin: str, name: str, cls: type, table: Any) -> Any:
     if not isinstance(table, dict):
         raise ConfigError(f"{origin}: [{name}] must be a table")
+    if cls is BotConfig and "channels" in table:
+        table = dict(table)
+        channels = _parse_channels(origin, table.pop("channels"))
+        return dataclasses.replace(_build_section(origin, name, cls, table), channels=channels)
     hints = {f.name: f.type for f in dataclasses.fields(cls)}
     types = {"int": int, "float": float, "str": str, "bool": bool}
     values = {}
@@ -144,6 +172,23 @@ def _build_section(origin: str, name: str, cls: type, table: Any) -> Any:
         expected = types[str(hints[key])]
         values[key] = _check_value(f"{origin}: [{name}] {key}", value, expected)
     return cls(**values)
+
+
+def _parse_channels(origin: str, table: Any) -> Mapping[str, str]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{origin}: [bot] channels must be a table of channel id = mode")
+    for key, mode in table.items():
+        if not key.isdigit():
+            raise ConfigError(
+                f"{origin}: [bot] channels: {key!r} is not a channel id (Discord: right-click the "
+                "channel, Copy Channel ID)"
+            )
+        if mode not in BOT_MODES:
+            raise ConfigError(
+                f"{origin}: [bot] channels {key}: mode must be one of {', '.join(BOT_MODES)}, "
+                f"not {mode!r}"
+            )
+    return MappingProxyType(dict(table))
 
 
 def _validate_ranges(origin: str, cfg: AppConfig) -> None:
@@ -183,6 +228,19 @@ def _validate_ranges(origin: str, cfg: AppConfig) -> None:
             0 < cfg.train.finetune_layer_decay <= 1,
             "[train] finetune_layer_decay must be above 0 and at most 1",
         ),
+        (
+            cfg.bot.default_mode in ("off", *BOT_MODES),
+            '[bot] default_mode must be "off", "react", "reply" or "silent"',
+        ),
+        (0 <= cfg.bot.max_reactions <= 20, "[bot] max_reactions must be between 0 and 20"),
+        (cfg.bot.queue_size >= 1, "[bot] queue_size must be at least 1"),
+        (cfg.bot.workers >= 1, "[bot] workers must be at least 1"),
+        (
+            cfg.bot.max_images_per_message >= 1,
+            "[bot] max_images_per_message must be at least 1",
+        ),
+        (cfg.bot.drain_timeout_s >= 0, "[bot] drain_timeout_s must be 0 or more"),
+        (cfg.bot.model_poll_s > 0, "[bot] model_poll_s must be positive"),
         (cfg.train.sender_c >= 0, "[train] sender_c must be 0 or more"),
         (cfg.train.sender_category_c >= 0, "[train] sender_category_c must be 0 or more"),
         (

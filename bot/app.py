@@ -1,0 +1,152 @@
+"""The bot process: ``MemetagBot`` (a discord.py ``commands.Bot``), its cogs, and running it.
+
+``run_bot`` opens the shared dependencies once, starts the bot, and on SIGINT/SIGTERM stops
+taking work, drains the queue within ``[bot] drain_timeout_s``, disconnects and closes the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import signal
+from collections.abc import Sequence
+
+import aiohttp
+import discord
+from discord.ext import commands
+
+from bot.deps import Deps, open_deps
+from memetag.config import AppConfig
+from memetag.errors import MemetagError
+
+log = logging.getLogger(__name__)
+
+# One module per concern; a module that is not installed (yet) is skipped.
+COGS: tuple[str, ...] = ("bot.cogs.tagging", "bot.cogs.corrections")
+
+
+class BotError(MemetagError):
+    """The bot could not start or run (shown as one line; never contains the token)."""
+
+
+def bot_intents() -> discord.Intents:
+    """Guilds, guild messages, message content (privileged) and guild reactions: nothing more."""
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.guild_messages = True
+    intents.message_content = True
+    intents.guild_reactions = True
+    return intents
+
+
+class MemetagBot(commands.Bot):
+    """The memetag bot. Cogs reach the shared store, session and model through ``self.deps``."""
+
+    def __init__(
+        self,
+        *,
+        deps: Deps,
+        cogs: Sequence[str] = COGS,
+        sync_commands: bool = True,
+        **options: object,
+    ) -> None:
+        options.setdefault("command_prefix", commands.when_mentioned)
+        options.setdefault("help_command", None)
+        options.setdefault("allowed_mentions", discord.AllowedMentions.none())
+        super().__init__(intents=bot_intents(), **options)
+        self.deps = deps
+        self._cog_modules = tuple(cogs)
+        self._sync_commands = sync_commands
+        self.loaded_cogs: list[str] = []
+
+    async def setup_hook(self) -> None:
+        for name in self._cog_modules:
+            if importlib.util.find_spec(name) is None:
+                log.debug("cog %s is not installed; skipped", name)
+                continue
+            await self.load_extension(name)
+            self.loaded_cogs.append(name)
+        if self._sync_commands and self.tree.get_commands():
+            await self.tree.sync()
+
+    async def on_ready(self) -> None:
+        guilds = ", ".join(g.name for g in self.guilds) or "no servers yet"
+        log.info("connected as %s to %s", self.user, guilds)
+
+    async def drain(self, timeout: float) -> None:
+        """Ask every cog that queues work to finish it within ``timeout`` seconds in total."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for cog in list(self.cogs.values()):
+            drain = getattr(cog, "drain", None)
+            if drain is not None:
+                await drain(max(0.0, deadline - loop.time()))
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop taking work, finish queued work (bounded), then disconnect."""
+        try:
+            await self.drain(timeout)
+        finally:
+            await self.close()
+
+
+async def run_bot(
+    cfg: AppConfig,
+    *,
+    token: str,
+    stop: asyncio.Event | None = None,
+    bot_options: dict[str, object] | None = None,
+    allow_private: bool = False,
+) -> None:
+    """Run until SIGINT/SIGTERM (or ``stop`` is set); then shut down cleanly.
+
+    Raises:
+        BotError: the token was refused or the Message Content intent is not enabled.
+    """
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        async with open_deps(cfg, allow_private=allow_private) as deps:
+            bot = MemetagBot(deps=deps, **(bot_options or {}))
+            runner = asyncio.create_task(bot.start(token), name="memetag-bot")
+            waiter = asyncio.create_task(stop.wait())
+            try:
+                await asyncio.wait({runner, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+            if stop.is_set():
+                log.info("stopping: finishing queued images (at most %ss)", cfg.bot.drain_timeout_s)
+                await bot.shutdown(cfg.bot.drain_timeout_s)
+            else:
+                await bot.shutdown(0)
+            try:
+                await runner
+            except discord.LoginFailure:
+                raise BotError(
+                    "Discord refused the token: check DISCORD_TOKEN (Developer Portal > your "
+                    "application > Bot > Reset Token)"
+                ) from None
+            except discord.PrivilegedIntentsRequired:
+                raise BotError(
+                    "the Message Content intent is not enabled: Developer Portal > your "
+                    "application > Bot > Privileged Gateway Intents > Message Content Intent"
+                ) from None
+            except (discord.HTTPException, discord.GatewayNotFound, aiohttp.ClientError) as exc:
+                raise BotError(f"could not connect to Discord: {_one_line(exc)}") from None
+            except discord.ConnectionClosed as exc:
+                raise BotError(f"Discord closed the connection (code {exc.code})") from None
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:200]

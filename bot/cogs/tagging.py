@@ -1,0 +1,487 @@
+"""Live tagging: every image posted in a watched channel is stored, predicted and shown.
+
+The gateway handler only finds the message's images (no I/O) and offers the message to the
+bounded work queue (``bot.queue``); a worker downloads each image through the shared
+downloader, then stores it (the same checks and rows as ingest) and predicts it at the same
+time, and shows the tags once both are done: a tag shown is a post committed. The prediction
+log, the live sender guess and the message -> images links are written after the tag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import discord
+from discord.ext import commands, tasks
+
+from bot.deps import Deps
+from bot.queue import WorkQueue
+from bot.render import ShownImage, label_emoji, reaction_emojis, reply_text
+from ingest.errors import IngestError
+from memetag.services.media import StoredPost, discord_post, store_fetched_image
+from store.queries.bot import (
+    TaggedImage,
+    get_reply_id,
+    insert_live_guess,
+    list_bot_channels,
+    list_tagged_image_ids,
+    list_tagged_images,
+    record_tagged_message,
+    sync_config_channels,
+)
+from store.queries.predictions import insert_prediction
+
+log = logging.getLogger(__name__)
+
+# Plain links that may be images: sniffing decides, the extension only spares fetching pages.
+_LINK = re.compile(r"(?<![<\w])(https?://[^\s<>|]+?\.(?:png|jpe?g|gif|webp|bmp|avif)(?:\?[^\s<>|]*)?)(?=[\s>|)]|$)", re.I)
+_REMEMBERED = 20_000  # (message, position) pairs remembered as taken, and deleted message ids
+_USER_MESSAGES = (discord.MessageType.default, discord.MessageType.reply)
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One image of a message, numbered as ``ingest discord-export`` numbers them."""
+
+    position: int
+    url: str
+    fallback_urls: tuple[str, ...] = ()
+    media_hint: str = "attachment"
+    spoiler: bool = False
+    size: int | None = None
+
+
+@dataclass
+class TagOutcome:
+    """What happened to one image (for logs, tests and the benchmark)."""
+
+    ref: ImageRef
+    stored: StoredPost | None = None
+    result: object | None = None  # classifier.predictor.Result
+    error: str | None = None
+
+
+@dataclass
+class TaggingStats:
+    messages: int = 0
+    images_stored: int = 0
+    images_rejected: int = 0
+    images_predicted: int = 0
+    tags_shown: int = 0
+    deleted_before_tag: int = 0
+    # Seconds from the worker picking a message up to its tag, and for the parts of it.
+    tag_s: list[float] = field(default_factory=list)
+    store_s: list[float] = field(default_factory=list)
+    predict_s: list[float] = field(default_factory=list)
+
+
+def find_images(message: discord.Message, limit: int) -> list[ImageRef]:
+    """The message's possible images, best source first, at most ``limit``.
+
+    Every attachment is a candidate whatever its name or type (the bytes decide), then each
+    embed's image (its thumbnail when it has none: Tenor/Giphy GIF embeds carry a still there),
+    then plain image links no embed covers yet. Positions follow the export parser: every
+    attachment counts, then each embed image.
+    """
+    refs: list[ImageRef] = []
+    for n, attachment in enumerate(message.attachments):
+        refs.append(
+            ImageRef(
+                n,
+                attachment.url,
+                (attachment.proxy_url,) if attachment.proxy_url != attachment.url else (),
+                "attachment",
+                attachment.is_spoiler(),
+                attachment.size,
+            )
+        )
+    n = len(message.attachments)
+    covered: set[str] = set()
+    for embed in message.embeds:
+        for url in (embed.url, embed.image.url, embed.thumbnail.url, embed.video.url):
+            if url:
+                covered.add(url)
+        picked = embed.image if embed.image.url else embed.thumbnail
+        if picked.url:
+            proxy = picked.proxy_url
+            fallback = (proxy,) if proxy and proxy != picked.url else ()
+            refs.append(ImageRef(n, picked.url, fallback, "embed"))
+            n += 1
+    spoilered = _spoiler_spans(message.content)
+    for match in _LINK.finditer(message.content or ""):
+        url = match.group(1)
+        if url in covered:
+            continue
+        covered.add(url)
+        spoiler = any(a <= match.start() < b for a, b in spoilered)
+        refs.append(ImageRef(n, url, (), "embed", spoiler))
+        n += 1
+    return refs[:limit]
+
+
+def _spoiler_spans(text: str | None) -> list[tuple[int, int]]:
+    return [(m.start(), m.end()) for m in re.finditer(r"\|\|.+?\|\|", text or "", re.S)]
+
+
+class _Remembered:
+    """A bounded set (oldest forgotten first)."""
+
+    def __init__(self, size: int) -> None:
+        self._items: OrderedDict[object, None] = OrderedDict()
+        self._size = size
+
+    def add(self, item: object) -> None:
+        self._items[item] = None
+        self._items.move_to_end(item)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+    def discard(self, item: object) -> None:
+        self._items.pop(item, None)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+
+class Tagging(commands.Cog):
+    """Tags images in watched channels (react, reply or silent) and logs every prediction."""
+
+    def __init__(self, bot: commands.Bot, deps: Deps) -> None:
+        self.bot = bot
+        self.deps = deps
+        cfg = deps.cfg.bot
+        self.settings = cfg
+        self.queue = WorkQueue(maxsize=cfg.queue_size, workers=cfg.workers, name="memetag-tag")
+        self.emojis = label_emoji(deps.cfg)
+        self.modes: dict[str, str] = dict(cfg.channels)
+        self.stats = TaggingStats()
+        self._taken = _Remembered(_REMEMBERED)
+        self._deleted = _Remembered(_REMEMBERED)
+        self._shown: OrderedDict[int, list[ShownImage]] = OrderedDict()  # message -> its reply
+        self._forbidden_logged: set[int] = set()
+        self.model_poll.change_interval(seconds=cfg.model_poll_s)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def cog_load(self) -> None:
+        await sync_config_channels(self.deps.db, self.settings.channels)
+        await self.reload_channels()
+        self.queue.start()
+        self.model_poll.start()
+
+    async def cog_unload(self) -> None:
+        self.model_poll.cancel()
+        await self.queue.close(0)
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop taking messages and finish the queued ones within ``timeout`` seconds."""
+        self.model_poll.cancel()
+        return await self.queue.close(timeout)
+
+    async def reload_channels(self) -> None:
+        """Re-read the watched channels from the store (config rows and admin commands)."""
+        rows = await list_bot_channels(self.deps.db)
+        self.modes = {row.channel_id: row.mode for row in rows}
+
+    @tasks.loop(seconds=30)
+    async def model_poll(self) -> None:
+        try:
+            await self.deps.models.refresh()
+        except Exception:  # noqa: BLE001 - a store hiccup must not end the loop
+            log.warning("could not check for a new model", exc_info=True)
+
+    @model_poll.before_loop
+    async def _first_poll_later(self) -> None:
+        # open_deps already loaded the current model; the first check is one interval later.
+        await asyncio.sleep(self.settings.model_poll_s)
+
+    # -- which messages -------------------------------------------------------------------------
+
+    def mode_for(self, channel: discord.abc.MessageableChannel) -> str | None:
+        """The channel's mode (a thread inherits its parent's), or None when not watched."""
+        for key in (channel.id, getattr(channel, "parent_id", None)):
+            if key is not None and str(key) in self.modes:
+                return self.modes[str(key)]
+        default = self.settings.default_mode
+        return None if default == "off" else default
+
+    def _wanted(self, message: discord.Message) -> str | None:
+        if message.guild is None or message.type not in _USER_MESSAGES:
+            return None
+        me = self.bot.user
+        if me is not None and message.author.id == me.id:
+            if self.settings.ignore_self:
+                return None
+        elif (message.author.bot or message.webhook_id) and self.settings.ignore_bots:
+            return None
+        return self.mode_for(message.channel)
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        self.consider(message)
+
+    @commands.Cog.listener()
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        # An edit (or Discord unfurling a link) may add an image; known ones are skipped.
+        self.consider(payload.message)
+
+    @commands.Cog.listener()
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        self._deleted.add(payload.message_id)
+
+    @commands.Cog.listener()
+    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        for message_id in payload.message_ids:
+            self._deleted.add(message_id)
+
+    def consider(self, message: discord.Message) -> bool:
+        """Queue the message's new images for tagging; never waits. True if queued."""
+        mode = self._wanted(message)
+        if mode is None:
+            return False
+        refs = [
+            r
+            for r in find_images(message, self.settings.max_images_per_message)
+            if (message.id, r.position) not in self._taken
+        ]
+        if not refs:
+            return False
+        for ref in refs:
+            self._taken.add((message.id, ref.position))
+        queued = self.queue.offer(
+            f"message {message.id}", lambda: self._process(message, refs, mode)
+        )
+        if not queued:
+            for ref in refs:  # a later edit or replay may try again
+                self._taken.discard((message.id, ref.position))
+        return queued
+
+    # -- the work -------------------------------------------------------------------------------
+
+    async def _process(self, message: discord.Message, refs: Sequence[ImageRef], mode: str) -> None:
+        started = time.perf_counter()
+        self.stats.messages += 1
+        db = self.deps.db
+        done = {image.position for image in await list_tagged_images(db, str(message.id))}
+        refs = [r for r in refs if r.position not in done]
+        if not refs or message.id in self._deleted:
+            return
+        outcomes = await asyncio.gather(*(self._one(message, ref) for ref in refs))
+        for outcome in outcomes:
+            if outcome.error:
+                self.stats.images_rejected += 1
+                log.info(
+                    "message %s in #%s, image %d: %s",
+                    message.id,
+                    getattr(message.channel, "name", message.channel.id),
+                    outcome.ref.position,
+                    outcome.error,
+                )
+        stored = [o for o in outcomes if o.stored is not None]
+        if not stored:
+            return
+        # Reposts inside one message (an image link and the embed Discord made of it later)
+        # are one image: shown once.
+        seen_images = await list_tagged_image_ids(db, str(message.id)) if done else set()
+        shown: list[TagOutcome] = []
+        for outcome in stored:
+            if outcome.stored.image_id not in seen_images:
+                seen_images.add(outcome.stored.image_id)
+                shown.append(outcome)
+        reply_id: str | None = None
+        predicted = [o for o in shown if o.result is not None]
+        if message.id in self._deleted:
+            self.stats.deleted_before_tag += 1
+            log.info("message %s was deleted before it was tagged", message.id)
+        elif predicted and mode != "silent":
+            reply_id = await self._show(message, predicted, mode)
+            self.stats.tag_s.append(time.perf_counter() - started)
+        await self._record(message, stored, reply_id)
+
+    async def _one(self, message: discord.Message, ref: ImageRef) -> TagOutcome:
+        deps = self.deps
+        limits = deps.cfg.ingest
+        outcome = TagOutcome(ref)
+        if ref.size is not None and ref.size > limits.max_bytes:
+            outcome.error = f"too_large: {ref.size} bytes > the {limits.max_bytes}-byte limit"
+            return outcome
+        try:
+            data = await deps.downloader.fetch(
+                ref.url, must_be_image=True, fallback_urls=ref.fallback_urls
+            )
+        except IngestError as exc:
+            outcome.error = _reason(exc)
+            return outcome
+        post = discord_post(
+            message_id=message.id,
+            position=ref.position,
+            channel_id=message.channel.id,
+            author_id=message.author.id,
+            author_name=message.author.display_name,
+            posted_at=message.created_at,
+            url=ref.url,
+            conversation_name=_conversation_name(message),
+            media_hint=ref.media_hint,
+            must_sniff=ref.media_hint != "attachment",
+            fallback_urls=ref.fallback_urls,
+        )
+        store = asyncio.ensure_future(self._store(post, data))
+        predictor = deps.models.predictor if deps.models.ready else None
+        predict = asyncio.ensure_future(self._predict(predictor, data)) if predictor else None
+        try:
+            outcome.stored = await store
+        except IngestError as exc:
+            outcome.error = _reason(exc)
+            if predict is not None:
+                predict.cancel()
+            return outcome
+        if predict is not None:
+            try:
+                outcome.result = await predict
+                self.stats.images_predicted += 1
+            except Exception as exc:  # noqa: BLE001 - stored but not predicted: still a post
+                outcome.error = f"not predicted: {exc}"
+        return outcome
+
+    async def _store(self, post, data: bytes) -> StoredPost:
+        t0 = time.perf_counter()
+        deps = self.deps
+        stored = await store_fetched_image(
+            deps.db, deps.files, post, data, limits=deps.cfg.ingest, people=deps.cfg.people
+        )
+        self.stats.store_s.append(time.perf_counter() - t0)
+        self.stats.images_stored += 1
+        return stored
+
+    async def _predict(self, predictor, data: bytes):
+        t0 = time.perf_counter()
+        result = await predictor.predict(data)
+        self.stats.predict_s.append(time.perf_counter() - t0)
+        return result
+
+    def _shown_image(self, outcome: TagOutcome) -> ShownImage:
+        result = outcome.result
+        labels = [(name, result.labels.get(name, 0.0)) for name in result.predicted]
+        sender = result.sender if self.settings.sender_in_reply else None
+        return ShownImage(
+            labels=labels,
+            sender=sender,
+            sender_probability=result.sender_probability if sender else None,
+            candidates=tuple((c.name, c.probability) for c in result.sender_candidates),
+            spoiler=outcome.ref.spoiler,
+            emojis=self.emojis,
+        )
+
+    async def _show(
+        self, message: discord.Message, outcomes: Sequence[TagOutcome], mode: str
+    ) -> str | None:
+        """React or reply; returns the reply's id. Discord errors are logged, never raised."""
+        try:
+            if mode == "react":
+                labels = [
+                    (name, o.result.labels.get(name, 0.0))
+                    for o in outcomes
+                    for name in o.result.predicted
+                ]
+                for emoji in reaction_emojis(labels, self.emojis, self.settings.max_reactions):
+                    await message.add_reaction(emoji)
+                self.stats.tags_shown += 1
+                return None
+            items = [self._shown_image(o) for o in outcomes]
+            earlier = self._shown.get(message.id)
+            reply_id = await get_reply_id(self.deps.db, str(message.id)) if earlier else None
+            if earlier is not None and reply_id is not None:
+                items = earlier + items
+                await message.channel.get_partial_message(int(reply_id)).edit(
+                    content=reply_text(items), allowed_mentions=discord.AllowedMentions.none()
+                )
+            else:
+                reply = await message.reply(
+                    reply_text(items),
+                    mention_author=False,
+                    allowed_mentions=discord.AllowedMentions.none(),
+                )
+                reply_id = str(reply.id)
+            self._shown[message.id] = items
+            self._shown.move_to_end(message.id)
+            while len(self._shown) > 1000:
+                self._shown.popitem(last=False)
+            self.stats.tags_shown += 1
+            return reply_id
+        except discord.NotFound:
+            self.stats.deleted_before_tag += 1
+            log.info("message %s was deleted before it was tagged", message.id)
+        except discord.Forbidden as exc:
+            channel = message.channel.id
+            if channel not in self._forbidden_logged:
+                self._forbidden_logged.add(channel)
+                log.warning(
+                    "cannot %s in channel %s (%s): give the bot the permission or set the "
+                    "channel to silent",
+                    "react" if mode == "react" else "reply",
+                    channel,
+                    exc.text,
+                )
+        except discord.HTTPException as exc:
+            log.warning("could not tag message %s: %s %s", message.id, exc.status, exc.text)
+        return None
+
+    async def _record(
+        self, message: discord.Message, stored: Sequence[TagOutcome], reply_id: str | None
+    ) -> None:
+        """The slow part, after the tag: links, prediction log and live sender guesses."""
+        db = self.deps.db
+        guild_id = str(message.guild.id) if message.guild else None
+        await record_tagged_message(
+            db,
+            message_id=str(message.id),
+            channel_id=str(message.channel.id),
+            guild_id=guild_id,
+            author_ref=str(message.author.id),
+            images=[
+                TaggedImage(o.ref.position, o.stored.post_id, o.ref.spoiler) for o in stored
+            ],
+            reply_id=reply_id,
+        )
+        for outcome in stored:
+            result = outcome.result
+            if result is None:
+                continue
+            await insert_prediction(
+                db,
+                outcome.stored.image_id,
+                result.model_version,
+                result.labels,
+                result.sender,
+                result.sender_probability,
+            )
+            await insert_live_guess(
+                db,
+                post_id=outcome.stored.post_id,
+                guild_id=guild_id,
+                model_version=result.model_version,
+                guess=result.sender,
+                guess_probability=result.sender_probability,
+            )
+
+
+def _reason(exc: IngestError) -> str:
+    reason = getattr(exc, "reason", None) or type(exc).__name__
+    detail = getattr(exc, "detail", None) or str(exc)
+    return f"{reason}: {detail}"
+
+
+def _conversation_name(message: discord.Message) -> str | None:
+    guild = message.guild.name if message.guild else None
+    channel = getattr(message.channel, "name", None)
+    return " / ".join(n for n in (guild, channel) if n) or None
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(Tagging(bot, bot.deps))

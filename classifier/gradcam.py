@@ -263,7 +263,21 @@ def render_explanation(
     min_side: int = 448,
     max_side: int = 2048,
 ) -> Path:
-    """Write the heat map over the whole original image as a PNG; returns the path.
+    """Write :func:`explanation_png` to ``path`` (atomically); returns the path."""
+    path = Path(path)
+    atomic_write(path, explanation_png(image, heatmap, view, min_side=min_side, max_side=max_side))
+    return path
+
+
+def explanation_png(
+    image: Image.Image,
+    heatmap: np.ndarray,
+    view: ModelView,
+    *,
+    min_side: int = 448,
+    max_side: int = 2048,
+) -> bytes:
+    """The heat map over the whole original image, as PNG bytes.
 
     What the model did not see is dimmed and the part it saw is outlined. The picture is
     scaled so its short side is at least ``min_side`` and its long side at most ``max_side``.
@@ -292,6 +306,4 @@ def render_explanation(
         )
     buf = io.BytesIO()
     picture.save(buf, format="PNG")
-    path = Path(path)
-    atomic_write(path, buf.getvalue())
-    return path
+    return buf.getvalue()

@@ -496,7 +496,7 @@ def _results(bundle: _Loaded, sender_probs: np.ndarray, label_probs: np.ndarray)
         if len(s_row):
             best = int(np.argmax(s_row))
             probability = float(s_row[best])
-            confident = probability >= ckpt.sender_min_confidence and not math.isnan(probability)
+            confident = is_confident_sender(probability, ckpt.sender_min_confidence)
             sender = ckpt.senders[best] if confident else None
         else:
             probability, sender = 0.0, None
@@ -512,6 +512,12 @@ def _results(bundle: _Loaded, sender_probs: np.ndarray, label_probs: np.ndarray)
             )
         )
     return out
+
+
+def is_confident_sender(probability: float, min_confidence: float) -> bool:
+    """Whether a sender guess this probable is named, or shown as "unsure" (the confidence
+    line of the checkpoint; above 1.0 it never is)."""
+    return probability >= min_confidence and not math.isnan(probability)
 
 
 def _resolve_device(device: str) -> torch.device:

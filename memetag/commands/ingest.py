@@ -1,11 +1,13 @@
-"""`memetag ingest …`: bring a chat's history into the store, one source format per sub-command."""
+"""`memetag ingest …`: bring a chat's history into the store, one source format per sub-command.
+
+Argument parsing and printing only; memetag.services.ingest opens the export and the download
+session and runs the pipeline.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 from memetag.commands._common import ProgressBars, UserError, run_async
@@ -36,13 +38,6 @@ RETRY_HELP = {
     "discord-export": "re-attempt images that failed in an earlier run (downloads cut off by a "
     "timeout, a lost connection or a busy server; --media files from a complete export)",
     "folder": "re-read files that failed in an earlier run (e.g. after raising [ingest] max_bytes)",
-}
-_ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz")
-SOURCE_NAMES = {
-    "hangouts": "hangouts",
-    "gchat": "gchat",
-    "discord-export": "discord",
-    "folder": "folder",
 }
 
 
@@ -111,102 +106,10 @@ def _progress_bars(enabled: bool):
     return on_progress, bars.close
 
 
-def _member_label(path: Path, member: str) -> str:
-    """How errors name a member: the file itself, a path inside a folder, or archive:member."""
-    if path.is_dir():
-        return str(path / member)
-    if path.suffix.lower() == ".json":
-        return str(path)
-    return f"{path}:{member}"
-
-
-def _hangouts_files(source) -> list[str]:
-    """Hangouts*.json by name (a broken one then fails loudly in the parser), else by content."""
-    from ingest.parsers.detect import list_export_files
-
-    return source.find("**/Hangouts*.json") or list_export_files(source, "hangouts")
-
-
-def _parsed_posts(args: argparse.Namespace, cfg: AppConfig, stack: ExitStack, stats):
-    """Open the export and return (iterator of ParsedPost, reader for bytes inside it)."""
-    from ingest.archive import open_export
-    from ingest.errors import ParseError
-    from ingest.parsers.detect import list_export_files
-
-    path = Path(args.path)
-    if not path.exists():
-        raise UserError(f"{path}: no such file or directory")
-    csv_member = getattr(args, "csv", None)
-    if (
-        args.format == "folder"
-        and path.is_file()
-        and not path.name.lower().endswith(_ARCHIVE_SUFFIXES)
-    ):
-        if path.suffix.lower() != ".csv":
-            raise UserError(
-                f"{path}: expected a folder of images, a .zip/.tar/.tgz of one, or a .csv file"
-            )
-        # Filenames in the CSV are relative to its folder, whose files are then read on demand
-        # (never listed: a million-row CSV's folder holds a million files).
-        csv_member = path.name
-    source = stack.enter_context(open_export(path))
-    if args.format == "hangouts":
-        from ingest.parsers import hangouts
-
-        def gen_hangouts() -> Iterator:
-            for member in _hangouts_files(source):
-                with source.open(member) as stream:
-                    yield from hangouts.iter_posts(
-                        stream,
-                        file=_member_label(path, member),
-                        stats=stats,
-                        conversations=args.conversation,
-                        skip_stickers=cfg.ingest.skip_stickers and not args.include_stickers,
-                    )
-            unmatched = sorted(set(args.conversation or ()) - stats.selected_conversations)
-            if unmatched:
-                raise ParseError(
-                    str(path),
-                    f"no conversation with id or name {unmatched[0]!r} "
-                    "(expected one that `memetag ingest hangouts PATH --list` shows)",
-                )
-
-        return gen_hangouts(), source
-    if args.format == "gchat":
-        from ingest.parsers import gchat
-
-        return gchat.iter_posts(source, stats=stats), source
-    if args.format == "discord-export":
-        from ingest.parsers import discord_export
-
-        def gen_dce() -> Iterator:
-            for member in list_export_files(source, "discord-export"):
-                with source.open(member) as stream:
-                    yield from discord_export.iter_posts(
-                        stream,
-                        file=_member_label(path, member),
-                        base_dir=member.rpartition("/")[0],
-                        stats=stats,
-                    )
-
-        return gen_dce(), source
-    from ingest.parsers import folder
-
-    return folder.iter_posts(source, stats=stats, csv_member=csv_member), source
-
-
 def _list_conversations(args: argparse.Namespace) -> int:
-    from ingest.archive import open_export
-    from ingest.parsers import hangouts
+    from memetag.services.ingest import list_hangouts_conversations
 
-    path = Path(args.path)
-    if not path.exists():
-        raise UserError(f"{path}: no such file or directory")
-    with open_export(path) as source:
-        rows = []
-        for member in _hangouts_files(source):
-            with source.open(member) as stream:
-                rows.extend(hangouts.list_conversations(stream, file=_member_label(path, member)))
+    rows = list_hangouts_conversations(Path(args.path))
     if args.json:
         from dataclasses import asdict
 
@@ -280,54 +183,26 @@ def handle_ingest(args: argparse.Namespace, cfg: AppConfig) -> int:
 
 
 async def _ingest(args: argparse.Namespace, cfg: AppConfig, concurrency: int) -> int:
-    from ingest.download import Downloader, create_session
-    from ingest.parsers.base import ParseStats
-    from ingest.pipeline import ingest_lock, run_ingest
-    from memetag.commands.labels import sync_configured_labels
-    from store.db import open_database
-    from store.files import ImageFiles
+    from memetag.services.ingest import IngestOptions, SourceRequest, ingest_source
 
-    stats = ParseStats()
-    allow_private = getattr(args, "allow_private", False)  # only sources that download have it
+    request = SourceRequest(
+        format=args.format,
+        path=Path(args.path),
+        conversations=tuple(args.conversation) if getattr(args, "conversation", None) else None,
+        include_stickers=getattr(args, "include_stickers", False),
+        csv=getattr(args, "csv", None),
+    )
+    options = IngestOptions(
+        retry_failed=args.retry_failed,
+        concurrency=concurrency,
+        # only sources that download have the flag
+        allow_private=getattr(args, "allow_private", False),
+    )
     on_progress, close_bars = _progress_bars(not args.no_progress and not args.json)
-    with ExitStack() as stack:
-        parsed, reader = _parsed_posts(args, cfg, stack, stats)
-        stack.enter_context(ingest_lock(cfg.data_dir))
-        async with open_database(cfg.db_path) as db:
-            await sync_configured_labels(db, cfg)
-            session = create_session(
-                concurrency=concurrency,
-                timeout_s=cfg.ingest.timeout_s,
-                allow_private=allow_private,
-            )
-            async with session:
-                fetcher = Downloader(
-                    session,
-                    concurrency=concurrency,
-                    retries=cfg.ingest.retries,
-                    deadline_s=cfg.ingest.deadline_s,
-                    max_bytes=cfg.ingest.max_bytes,
-                    allow_private=allow_private,
-                )
-                try:
-                    summary = await run_ingest(
-                        db,
-                        ImageFiles(cfg.images_dir),
-                        parsed,
-                        stats,
-                        source=SOURCE_NAMES[args.format],
-                        people=cfg.people,
-                        reader=reader,
-                        fetcher=fetcher,
-                        retry_failed=args.retry_failed,
-                        max_bytes=cfg.ingest.max_bytes,
-                        max_pixels=cfg.ingest.max_pixels,
-                        concurrency=concurrency,
-                        batch_size=cfg.ingest.batch_size,
-                        on_progress=on_progress,
-                    )
-                finally:
-                    close_bars()
+    try:
+        summary = await ingest_source(cfg, request, options, on_progress=on_progress)
+    finally:
+        close_bars()
     if args.json:
         from memetag.commands._common import print_json
 

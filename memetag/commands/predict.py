@@ -1,4 +1,8 @@
-"""`memetag predict` and `memetag explain`: run the current (or a chosen) model on image files."""
+"""`memetag predict` and `memetag explain`: run the current (or a chosen) model on image files.
+
+Argument parsing and printing only: which model (memetag.services.models), the Predictor
+(classifier.predictor) and the Grad-CAM overlay (classifier.explain) do the work.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from memetag.commands._common import UserError, print_json, run_async
+from memetag.commands._common import print_json, run_async
 from memetag.commands._text import shown, shown_line
 from memetag.config import AppConfig
-
-NO_MODEL = "no trained model yet: run `memetag train`"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,16 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle_predict(args: argparse.Namespace, cfg: AppConfig) -> int:
-    from classifier.predictor import ErrorResult, Predictor
+    from classifier.predictor import ErrorResult
+    from memetag.services.models import build_predictor
 
     ckpt = _load_model(cfg, args.model)
-    predictor = Predictor(
-        ckpt,
-        cfg.model,
-        max_batch=cfg.model.batch_size,
-        decode_workers=cfg.model.decode_workers,
-        device=cfg.model.device,
-    )
+    predictor = build_predictor(cfg, ckpt)
     try:
         results = predictor.predict_files([Path(f) for f in args.files])
     finally:
@@ -131,87 +128,38 @@ def _print_table(rows: list[dict[str, Any]], version: str) -> None:
 
 
 def handle_explain(args: argparse.Namespace, cfg: AppConfig) -> int:
-    import torch
+    from classifier.atomic import atomic_write
+    from classifier.explain import Explainer
 
-    from classifier.backbone import build_transform
-    from classifier.checkpoint import build_model
-    from classifier.gradcam import gradcam, model_view, render_explanation
-    from classifier.imaging import load_rgb
-
-    ckpt = _load_model(cfg, args.model)
-    if args.label is not None and args.label not in ckpt.labels:
-        raise UserError(
-            f"unknown label {args.label!r}; model {ckpt.version} knows: {', '.join(ckpt.labels)}"
-        )
-    if args.sender and not ckpt.senders:
-        raise UserError(f"model {ckpt.version} has no sender head (too few posts per person)")
-    model, data_config = build_model(ckpt, cfg.model)
-    resize = str(ckpt.model_config.get("resize", cfg.model.resize))
-    image = load_rgb(Path(args.file), max_pixels=cfg.model.max_pixels)
-    x = build_transform(data_config, resize=resize)(image)
-    with torch.inference_mode():
-        sender_logits, label_logits = model(x.unsqueeze(0))
-    if args.label is not None:
-        index = ckpt.labels.index(args.label)
-        probability = float(torch.sigmoid(label_logits[0, index]))
-        target, what = ("label", index), args.label
-    else:
-        probs = torch.softmax(sender_logits[0] / ckpt.temperature, dim=0)
-        index = int(torch.argmax(probs))
-        probability = float(probs[index])
-        target, what = ("sender", index), "sender"
-    heat = gradcam(model, x, target=target)
+    explainer = Explainer(_load_model(cfg, args.model), cfg.model)
+    explainer.check_target(label=args.label, sender=args.sender)
+    result = explainer.explain(Path(args.file), label=args.label, sender=args.sender)
+    what = args.label if args.label is not None else "sender"
     out = Path(args.out) if args.out else Path.cwd() / f"{Path(args.file).stem}.{what}.gradcam.png"
-    # Computed on exactly what the model saw, drawn over the whole original image.
-    view = model_view(image.size, data_config, resize)
-    render_explanation(image, heat, view, out)
+    atomic_write(out, result.png)
     print(shown(out))
-    if args.label is not None:
-        note = "" if args.label in ckpt.emitted_labels else " (too few examples: never predicted)"
-        print(f"{args.label}: {probability:.3f}{note}")
+    if result.target == "label":
+        note = "" if result.emitted else " (too few examples: never predicted)"
+        print(f"{result.name}: {result.probability:.3f}{note}")
+    elif result.named:
+        print(f"sender {shown(result.name, 80)}: {result.probability:.3f}")
     else:
-        print(f"sender {shown(ckpt.senders[index], 80)}: {probability:.3f}")
-    print(view.describe(resize))
+        print(f"sender unsure: {_unsure_sender(result)}")
+    print(result.description)
     return 0
+
+
+def _unsure_sender(result) -> str:
+    """The sender the map is of, said the way `predict` says it: not named, only a candidate."""
+    candidate = f"{shown(result.name, 80)} {result.probability:.3f}"
+    line = result.min_confidence
+    if line is None or line > 1.0:
+        return f"{candidate} (this model never names a sender; the map is of this candidate)"
+    return f"{candidate} (below the {line:.2f} confidence line; the map is of this candidate)"
 
 
 def _load_model(cfg: AppConfig, version: str | None):
     """The checkpoint for --model VERSION or the store's current model, checked against config."""
-    from classifier.checkpoint import check_compatible, load_checkpoint
+    from memetag.services.models import find_model_file, load_compatible
 
-    path = _model_file(cfg, version)
-    ckpt = load_checkpoint(path)
-    check_compatible(ckpt, cfg.model, [spec.name for spec in cfg.labels])
-    return ckpt
-
-
-def _model_file(cfg: AppConfig, version: str | None) -> Path:
-    if version is not None:
-        path = cfg.models_dir / f"{version}.pt"
-        if path.is_file():
-            return path
-        record = run_async(_get_record(cfg, version)) if cfg.db_path.exists() else None
-        if record is None:
-            raise UserError(
-                f"no model version {version!r} in {cfg.models_dir} (see `memetag models`)"
-            )
-        return _record_path(cfg, record)
-    if not cfg.db_path.exists():
-        raise UserError(NO_MODEL)
-    record = run_async(_get_record(cfg, None))
-    if record is None:
-        raise UserError(NO_MODEL)
-    return _record_path(cfg, record)
-
-
-async def _get_record(cfg: AppConfig, version: str | None):
-    from store.db import open_database
-    from store.queries.models import get_current_model, get_model
-
-    async with open_database(cfg.db_path) as db:
-        return await (get_model(db, version) if version else get_current_model(db))
-
-
-def _record_path(cfg: AppConfig, record) -> Path:
-    path = Path(record.path)
-    return path if path.is_absolute() else cfg.data_dir / path
+    return load_compatible(cfg, run_async(find_model_file(cfg, version)))

@@ -1,24 +1,13 @@
-"""`memetag train`, `memetag eval` and `memetag models`: train from the store, evaluate, pick the
-current model. Only wiring: the work is in classifier.train / evaluate / report.
-
-Promotion rule: a new model becomes current when ``--promote`` is given, when there is no current
-model, when the current one can't be loaded or no longer fits the config, or when it is not worse
-than the current one on the SAME validation set (the new run's split): its score, category
-macro-F1 + sender macro-F1, is at least the current model's. Both are scored with heads that never
-saw that validation set: the new model's category thresholds were cross-fitted on train and tune,
-its sender calibration fitted on the tune part (on validation only when the store is too small for
-a tune part, which the summary flags), and a refit model is scored with the heads it kept from
-before its refit.
+"""`memetag train`, `memetag eval` and `memetag models`: argument parsing and printing. The
+work (training, the promotion rule, recording, evaluation, switching models) is in
+memetag.services.training and memetag.services.models.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
-import time
-from pathlib import Path
 from typing import Any
 
 from memetag.commands._common import ProgressBars, UserError, print_json, run_async
@@ -115,53 +104,14 @@ def _progress(enabled: bool):
 
 
 async def _load_store(cfg: AppConfig, versions: tuple[str, ...] = ()):
-    """(labelled images, current model record, the requested model records in order).
-
-    Raises:
-        UserError: no store yet, or a requested version that is not recorded.
-    """
+    """The store's labelled images, current model and the requested model records."""
+    from memetag.services.models import require_store
+    from memetag.services.training import read_store_view
     from store.db import open_database
-    from store.queries.images import list_labelled_images
-    from store.queries.models import get_current_model, get_model
 
-    if not cfg.db_path.exists():
-        raise UserError(f"{cfg.db_path}: no store yet; run `memetag ingest …` first")
+    require_store(cfg)
     async with open_database(cfg.db_path) as db:
-        items = await list_labelled_images(db)
-        current = await get_current_model(db)
-        records = []
-        for version in versions:
-            record = await get_model(db, version)
-            if record is None:
-                raise UserError(f"no model version {version!r} (see `memetag models`)")
-            records.append(record)
-    return items, current, records
-
-
-def _prepare(cfg: AppConfig, items: list, train_cfg=None):
-    from classifier.dataset import build_examples
-    from classifier.train import prepare_data
-
-    if not items:
-        raise UserError("no stored images yet; run `memetag ingest …` first")
-    labels = [spec.name for spec in cfg.labels]
-    examples = build_examples(items, labels, cfg.data_dir)
-    return prepare_data(examples, labels, train_cfg or cfg.train)
-
-
-def _model_path(cfg: AppConfig, record) -> Path:
-    path = Path(record.path)
-    return path if path.is_absolute() else cfg.data_dir / path
-
-
-def _evaluate_record(cfg: AppConfig, record, prepared, on_progress) -> dict:
-    from classifier.checkpoint import load_checkpoint
-    from classifier.train import evaluate_checkpoint
-
-    ckpt = load_checkpoint(_model_path(cfg, record))
-    return evaluate_checkpoint(
-        ckpt, prepared, model_cfg=cfg.model, cache_dir=cfg.cache_dir, on_progress=on_progress
-    )
+        return await read_store_view(db, versions)
 
 
 def _f(value: Any, digits: int = 2) -> str:
@@ -218,143 +168,34 @@ def category_figure(cats: dict) -> str:
 # --- memetag train -----------------------------------------------------------------------------
 
 
-def _check_enough_data(examples: list) -> None:
-    senders = {e.sender for e in examples if e.sender is not None}
-    labelled = sum(e.is_category_labelled for e in examples)
-    if len(examples) < 2:
-        raise UserError(
-            f"not enough data to train: {len(examples)} stored image(s), need 2 or more"
-        )
-    if len(senders) < 2 and not labelled:
-        raise UserError(
-            f"not enough data to train: {len(senders)} sender(s) and no labelled images; "
-            "ingest more history or label some images"
-        )
-
-
-def _decide_promotion(
-    args: argparse.Namespace, cfg: AppConfig, current, result, on_progress
-) -> tuple[bool, str, dict | None]:
-    """(promote?, why, the current model's evaluation on the new split if there was one)."""
-    from classifier.checkpoint import check_compatible, load_checkpoint
-    from classifier.errors import ClassifierError
-    from classifier.evaluate import promotion_score
-    from classifier.train import evaluate_checkpoint
-
-    if args.promote:
-        return True, "--promote given", None
-    if current is None:
-        return True, "no current model", None
-    try:
-        ckpt = load_checkpoint(_model_path(cfg, current))
-        check_compatible(ckpt, cfg.model, cfg.labels)
-        old_eval = evaluate_checkpoint(
-            ckpt,
-            result.prepared,
-            model_cfg=cfg.model,
-            cache_dir=cfg.cache_dir,
-            on_progress=on_progress,
-        )
-    except ClassifierError as exc:
-        return True, f"current model {current.version} cannot be compared ({exc})", None
-    new_score, old_score = promotion_score(result.evaluation), promotion_score(old_eval)
-    n = result.evaluation["n_val"]
-    if new_score >= old_score:
-        why = f"score {new_score:.3f} >= current {current.version}'s {old_score:.3f}"
-        return True, f"{why} on the same {n} validation images", old_eval
-    why = f"score {new_score:.3f} < current {current.version}'s {old_score:.3f}"
-    return False, f"{why} on the same {n} validation images (use --promote to force)", old_eval
-
-
 def handle_train(args: argparse.Namespace, cfg: AppConfig) -> int:
-    from classifier.atomic import atomic_write
-    from classifier.checkpoint import save_checkpoint
-    from classifier.dataset import build_examples
-    from classifier.report import compare_evaluations, write_comparison, write_report
-    from classifier.train import train_model
+    from memetag.services.training import TrainOptions, train_and_record_blocking
 
-    overrides: dict[str, Any] = {}
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    if args.epochs is not None:
-        if args.epochs < 1:
-            raise UserError("--epochs must be at least 1")
-        overrides["finetune_epochs" if args.finetune else "epochs"] = args.epochs
-    train_cfg = dataclasses.replace(cfg.train, **overrides)
-
-    items, current, _ = run_async(_load_store(cfg))
-    if not items:
-        raise UserError("no stored images yet; run `memetag ingest …` first")
-    labels = [spec.name for spec in cfg.labels]
-    examples = build_examples(items, labels, cfg.data_dir)
-    _check_enough_data(examples)
-
+    if args.epochs is not None and args.epochs < 1:
+        raise UserError("--epochs must be at least 1")
+    options = TrainOptions(
+        finetune=args.finetune, seed=args.seed, epochs=args.epochs, promote=args.promote
+    )
     on_progress, close = _progress(not args.no_progress and not args.json)
-    started = time.monotonic()
     try:
-        result = train_model(
-            examples,
-            labels=labels,
-            model_cfg=cfg.model,
-            train_cfg=train_cfg,
-            cache_dir=cfg.cache_dir,
-            finetune_backbone=args.finetune,
-            on_progress=on_progress,
-        )
-        seconds = time.monotonic() - started
-        ckpt = result.checkpoint
-        version = ckpt.version
-        rel = Path("models") / f"{version}.pt"
-        save_checkpoint(ckpt, cfg.data_dir / rel)
-        # The resolved config beside the checkpoint, so a run can be reproduced.
-        resolved = {
-            "version": version,
-            "finetune": args.finetune,
-            "model": dataclasses.asdict(cfg.model),
-            "train": dataclasses.asdict(train_cfg),
-            "labels": [dataclasses.asdict(s) for s in cfg.labels],
-        }
-        atomic_write(cfg.models_dir / f"{version}.json", json.dumps(resolved, indent=2).encode())
-        promote, why, old_eval = _decide_promotion(args, cfg, current, result, on_progress)
+        outcome = train_and_record_blocking(cfg, options, on_progress, on_trained=close)
     finally:
         close()
-
-    report_dir = cfg.reports_dir / version
-    paths = write_report(result.evaluation, report_dir)
-    comparison = None
-    if old_eval is not None:
-        comparison = compare_evaluations(old_eval, result.evaluation)
-        write_comparison(comparison, report_dir / f"vs-{old_eval['version']}")
-
-    metrics = {
-        **result.evaluation["summary"],
-        "stage": result.evaluation.get("stage"),
-        "promotion": why,
-    }
-    run_async(_record_model(cfg, version, str(rel), metrics, promote))
-
-    summary = _train_summary(result, seconds, promote, why, cfg.data_dir / rel, paths["markdown"])
+    summary = _train_summary(outcome)
     if args.json:
-        print_json({**summary, "comparison": comparison})
+        print_json({**summary, "comparison": outcome.comparison})
     else:
         _print_train_summary(summary)
     return 0
 
 
-async def _record_model(cfg: AppConfig, version: str, path: str, metrics: dict, current: bool):
-    from store.db import open_database
-    from store.queries.models import insert_model
-
-    async with open_database(cfg.db_path) as db:
-        return await insert_model(db, version, path, metrics, make_current=current)
-
-
-def _train_summary(result, seconds: float, promoted: bool, why: str, path: Path, report: Path):
-    ev = result.evaluation
+def _train_summary(outcome) -> dict[str, Any]:
+    """The run as the JSON summary `memetag train --json` prints (and the text is made from)."""
+    ev = outcome.evaluation
     return {
-        "version": result.checkpoint.version,
-        "stage": ev.get("stage"),
-        "seconds": round(seconds, 1),
+        "version": outcome.version,
+        "stage": outcome.stage,
+        "seconds": round(outcome.seconds, 1),
         "data": ev["data"],
         "summary": ev["summary"],
         "categories": {
@@ -390,10 +231,10 @@ def _train_summary(result, seconds: float, promoted: bool, why: str, path: Path,
         "baselines": ev["baselines"],
         "calibration": ev["calibration"],
         "tuning": ev.get("tuning"),
-        "promoted": promoted,
-        "promotion_reason": why,
-        "model_path": str(path),
-        "report": str(report),
+        "promoted": outcome.promotion.promoted,
+        "promotion_reason": outcome.promotion.reason,
+        "model_path": str(outcome.model_path),
+        "report": str(outcome.report_path),
     }
 
 
@@ -485,15 +326,17 @@ def handle_eval(args: argparse.Namespace, cfg: AppConfig) -> int:
         write_comparison,
         write_report,
     )
+    from memetag.services.training import evaluate_record, prepare_split
 
     on_progress, close = _progress(not args.no_progress and not args.json)
     if args.compare:
         old_v, new_v = args.compare
-        items, _, (old_rec, new_rec) = run_async(_load_store(cfg, (old_v, new_v)))
-        prepared = _prepare(cfg, items)
+        view = run_async(_load_store(cfg, (old_v, new_v)))
+        old_rec, new_rec = view.records
+        prepared = prepare_split(cfg, view.items)
         try:
-            old_eval = _evaluate_record(cfg, old_rec, prepared, on_progress)
-            new_eval = _evaluate_record(cfg, new_rec, prepared, on_progress)
+            old_eval = evaluate_record(cfg, old_rec, prepared, on_progress)
+            new_eval = evaluate_record(cfg, new_rec, prepared, on_progress)
         finally:
             close()
         for ev in (old_eval, new_eval):
@@ -508,13 +351,13 @@ def handle_eval(args: argparse.Namespace, cfg: AppConfig) -> int:
             print(f"written to {paths['markdown']}")
         return 0
 
-    items, current, wanted = run_async(_load_store(cfg, (args.model,) if args.model else ()))
-    record = wanted[0] if wanted else current
+    view = run_async(_load_store(cfg, (args.model,) if args.model else ()))
+    record = view.records[0] if view.records else view.current
     if record is None:
         raise UserError("no current model; run `memetag train` first")
-    prepared = _prepare(cfg, items)
+    prepared = prepare_split(cfg, view.items)
     try:
-        evaluation = _evaluate_record(cfg, record, prepared, on_progress)
+        evaluation = evaluate_record(cfg, record, prepared, on_progress)
     finally:
         close()
     paths = write_report(evaluation, cfg.reports_dir / record.version)
@@ -559,35 +402,22 @@ async def _list_models(cfg: AppConfig) -> list:
 
 
 async def _use_model(cfg: AppConfig, version: str):
+    from memetag.services.models import use_model
     from store.db import open_database
-    from store.queries.models import get_model, set_current_model
 
     async with open_database(cfg.db_path) as db:
-        record = await get_model(db, version)
-        if record is None:
-            raise UserError(f"no model version {version!r} (see `memetag models`)")
-        _check_loadable(cfg, record)
-        return await set_current_model(db, version)
-
-
-def _check_loadable(cfg: AppConfig, record) -> None:
-    """Refuse to make a missing or damaged file current; warn if it no longer fits the config."""
-    from classifier.checkpoint import check_compatible, load_checkpoint
-    from classifier.errors import ModelError
-
-    ckpt = load_checkpoint(_model_path(cfg, record))
-    try:
-        check_compatible(ckpt, cfg.model, cfg.labels)
-    except ModelError as exc:
-        print(f"memetag: warning: {exc}", file=sys.stderr)
+        return await use_model(db, cfg, version)
 
 
 def handle_models(args: argparse.Namespace, cfg: AppConfig) -> int:
-    if not cfg.db_path.exists():
-        raise UserError(f"{cfg.db_path}: no store yet; run `memetag ingest …` first")
+    from memetag.services.models import require_store
+
+    require_store(cfg)
     if args.models_action == "use":
-        record = run_async(_use_model(cfg, args.version))
-        print(f"current model is now {record.version}")
+        used = run_async(_use_model(cfg, args.version))
+        if used.warning:
+            print(f"memetag: warning: {used.warning}", file=sys.stderr)
+        print(f"current model is now {used.record.version}")
         return 0
     records = run_async(_list_models(cfg))
     if args.json:

@@ -37,6 +37,7 @@ class WorkQueue:
         self._workers: list[asyncio.Task[None]] = []
         self._name = name
         self._closing = False
+        self._running = 0
         self.stats = QueueStats()
 
     def start(self) -> None:
@@ -79,6 +80,7 @@ class WorkQueue:
     async def _work(self) -> None:
         while True:
             what, job = await self._queue.get()
+            self._running += 1
             try:
                 await job()
                 self.stats.done += 1
@@ -89,7 +91,12 @@ class WorkQueue:
                 self.stats.failed += 1
                 log.exception("%s failed", what)
             finally:
+                self._running -= 1
                 self._queue.task_done()
+
+    @property
+    def idle(self) -> bool:
+        return self._running == 0 and self._queue.empty()
 
     async def join(self) -> None:
         """Wait until every queued job is done (for tests and shutdown)."""
@@ -99,7 +106,7 @@ class WorkQueue:
         """Stop taking work and drain for at most ``timeout`` seconds. True if fully drained."""
         self._closing = True
         drained = True
-        if self._workers:
+        if self._workers and not self.idle:
             try:
                 await asyncio.wait_for(self._queue.join(), timeout)
             except TimeoutError:

@@ -118,10 +118,7 @@ def reply_text(
         emojis: label -> emoji for items that carry none of their own.
     """
     if emojis is not None:
-        items = [
-            item if item.emojis else replace(item, emojis=emojis)
-            for item in items
-        ]
+        items = [item if item.emojis else replace(item, emojis=emojis) for item in items]
     lines = [image_text(item) for item in items]
     if len(lines) > 1:
         lines = [f"{i}. {line}" for i, line in enumerate(lines, start=1)]

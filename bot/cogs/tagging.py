@@ -40,7 +40,10 @@ from store.queries.predictions import insert_prediction
 log = logging.getLogger(__name__)
 
 # Plain links that may be images: sniffing decides, the extension only spares fetching pages.
-_LINK = re.compile(r"(?<![<\w])(https?://[^\s<>|]+?\.(?:png|jpe?g|gif|webp|bmp|avif)(?:\?[^\s<>|]*)?)(?=[\s>|)]|$)", re.I)
+_LINK = re.compile(
+    r"(?<![<\w])(https?://[^\s<>|]+?\.(?:png|jpe?g|gif|webp|bmp|avif)(?:\?[^\s<>|]*)?)(?=[\s>|)]|$)",
+    re.I,
+)
 _REMEMBERED = 20_000  # (message, position) pairs remembered as taken, and deleted message ids
 _USER_MESSAGES = (discord.MessageType.default, discord.MessageType.reply)
 
@@ -444,9 +447,7 @@ class Tagging(commands.Cog):
             channel_id=str(message.channel.id),
             guild_id=guild_id,
             author_ref=str(message.author.id),
-            images=[
-                TaggedImage(o.ref.position, o.stored.post_id, o.ref.spoiler) for o in stored
-            ],
+            images=[TaggedImage(o.ref.position, o.stored.post_id, o.ref.spoiler) for o in stored],
             reply_id=reply_id,
         )
         for outcome in stored:

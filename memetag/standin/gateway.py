@@ -127,9 +127,19 @@ class Session:
 class Gateway:
     """Accepts gateway websockets for one bot application."""
 
-    def __init__(self, discord: StandinDiscord, *, zlib_stream: bool) -> None:
+    def __init__(
+        self,
+        discord: StandinDiscord,
+        *,
+        zlib_stream: bool,
+        heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS,
+    ) -> None:
         self._discord = discord
         self.zlib_stream = zlib_stream
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        # When each heartbeat arrived (loop time): a client whose event loop is blocked sends
+        # them late, since discord.py's heartbeat thread hands each one to the loop.
+        self.heartbeat_times: list[float] = []
         self.sessions: dict[str, Session] = {}
         self.connections: set[Connection] = set()
         self.identify_count = 0
@@ -245,7 +255,7 @@ class Gateway:
         self.connections.add(connection)
         try:
             await self._hello.wait()
-            hello = {"op": 10, "d": {"heartbeat_interval": HEARTBEAT_INTERVAL_MS}}
+            hello = {"op": 10, "d": {"heartbeat_interval": self.heartbeat_interval_ms}}
             await connection.send_text(json.dumps(hello))
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
@@ -270,6 +280,7 @@ class Gateway:
         op, data = payload.get("op"), payload.get("d")
         if op == 1:
             self.heartbeat_count += 1
+            self.heartbeat_times.append(asyncio.get_running_loop().time())
             await connection.send_text('{"op":11}')
         elif op == 2:
             await self._identify(connection, data)

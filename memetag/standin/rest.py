@@ -901,7 +901,17 @@ class RestApi:
 
     # -- CDN and the catch-all --------------------------------------------------------------
 
+    async def _held(self) -> None:
+        if not self.d.downloads_open.is_set():
+            self.d.downloads_waiting += 1
+            self.d.notify()
+            try:
+                await self.d.downloads_open.wait()
+            finally:
+                self.d.downloads_waiting -= 1
+
     async def cdn(self, request: web.Request) -> web.Response:
+        await self._held()
         raw = request.match_info["attachment_id"]
         found = self.d.attachments.get(int(raw)) if raw.isdigit() else None
         if found is None or found.filename != request.match_info["filename"]:
@@ -912,6 +922,7 @@ class RestApi:
         )
 
     async def external(self, request: web.Request) -> web.Response:
+        await self._held()
         hosted = self.d.hosted.get(request.match_info["key"])
         if hosted is None or hosted[0] != request.match_info["filename"]:
             return web.Response(status=404, text="Not Found")

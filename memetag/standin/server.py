@@ -97,6 +97,8 @@ class StandinDiscord:
         privileged_intents: privileged intents enabled for the application; asking for others
             closes the gateway with 4014, as Discord does.
         zlib_stream: answer with zlib-stream binary frames when the client asks (it always does).
+        heartbeat_interval_ms: the interval HELLO asks for (Discord: about 41 s); a short one
+            lets a test watch the client's heartbeats while it works.
         interaction_deadline: seconds within which an interaction must be answered (Discord: 3),
             or None for no deadline.
         everyone_permissions, bot_permissions: @everyone's and the bot role's permissions.
@@ -112,6 +114,7 @@ class StandinDiscord:
         member_list: str = "all",
         privileged_intents: Iterable[str] = ("members", "presences", "message_content"),
         zlib_stream: bool = True,
+        heartbeat_interval_ms: int = 41_250,
         interaction_deadline: float | None = 3.0,
         everyone_permissions: int | discord.Permissions = DEFAULT_EVERYONE_PERMISSIONS,
         bot_permissions: int | discord.Permissions = DEFAULT_BOT_PERMISSIONS,
@@ -147,7 +150,13 @@ class StandinDiscord:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self._bot_joined_at = iso(datetime.now(UTC))
-        self.gateway = Gateway(self, zlib_stream=zlib_stream)
+        self.gateway = Gateway(
+            self, zlib_stream=zlib_stream, heartbeat_interval_ms=heartbeat_interval_ms
+        )
+        # While set, CDN and external-file downloads wait for it (see hold_downloads).
+        self.downloads_open = asyncio.Event()
+        self.downloads_open.set()
+        self.downloads_waiting = 0
         self.rest = RestApi(self)
 
         self.bot_user = self._new_user(bot_name, bot=True)
@@ -1407,6 +1416,20 @@ class StandinDiscord:
         await self.gateway.send_op(9, resumable)
 
     # -- failure injection ------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def hold_downloads(self) -> AsyncIterator[None]:
+        """Attachment and external-file downloads wait until the block ends (a slow CDN).
+
+        ``downloads_waiting`` counts the requests held, so a test can wait until the bot is
+        mid-download before deleting or editing the message.
+        """
+        self.downloads_open.clear()
+        try:
+            yield
+        finally:
+            self.downloads_open.set()
+            self.notify()
 
     def fail_next(
         self,

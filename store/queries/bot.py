@@ -89,7 +89,9 @@ async def sync_config_channels(db: Database, channels: Mapping[str, str]) -> Non
     """
     now = utcnow()
     async with db.transaction() as conn:
-        async with conn.execute("SELECT channel_id FROM bot_channels WHERE origin = 'config'") as cur:
+        async with conn.execute(
+            "SELECT channel_id FROM bot_channels WHERE origin = 'config'"
+        ) as cur:
             old = {row[0] for row in await cur.fetchall()}
         for gone in sorted(old - set(channels)):
             await conn.execute(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from datetime import UTC, datetime
@@ -186,3 +187,217 @@ async def test_two_images_of_one_message_are_two_posts_and_a_repost_one_image(db
     second = await store_fetched_image(db, files, _live(1), png, limits=LIMITS)
     assert first.post_id != second.post_id
     assert first.image_id == second.image_id and not second.new_image and second.created
+
+
+# --- the CLI's ingest finds a live post known ---------------------------------------------------
+
+
+def test_cli_ingest_of_the_channel_export_finds_the_live_post_known(tmp_path, capsys):
+    from memetag.cli import main
+    from store.db import open_database
+
+    data = tmp_path / "data"
+    png = make_image("PNG", seed=8)
+
+    async def live() -> None:
+        async with open_database(data / "memetag.db") as db:
+            await store_fetched_image(db, ImageFiles(data / "images"), _live(), png, limits=LIMITS)
+
+    asyncio.run(live())
+    export = tmp_path / "general.json"
+    # Nothing listens on port 9: the export's copy is never fetched, the post being known.
+    export.write_bytes(_export("http://127.0.0.1:9/att"))
+    code = main(["--data", str(data), "ingest", "discord-export", str(export), "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    summary = json.loads(out.out)
+    assert (summary["new_posts"], summary["already_known_posts"]) == (0, 1)
+    assert summary["failures_by_reason"] == {}
+
+
+# --- model selection ----------------------------------------------------------------------------
+
+
+CONFIG = """
+[model]
+backbone = "test_efficientnet"
+pretrained = "none"
+image_size = 64
+device = "cpu"
+batch_size = 32
+decode_workers = 0
+
+[train]
+min_posts_per_person = 3
+epochs = 5
+
+[labels.meme]
+emoji = "😂"
+description = "A meme"
+
+[labels.photo]
+emoji = "📷"
+description = "A photo"
+
+[labels.news]
+emoji = "📰"
+description = "News"
+"""
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    from memetag.config import load_config
+
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG, encoding="utf-8")
+    return load_config(path, data_dir=str(tmp_path / "data"))
+
+
+async def test_train_from_a_running_loop_then_poll_and_switch_models(cfg):
+    from memetag.services.errors import NoModel, NotEnoughData, UnknownModel
+    from memetag.services.models import current_model, find_model_file, use_model
+    from memetag.services.training import TrainOptions, train_and_record
+    from store.db import open_database
+    from tests.test_train import generate
+    from tests.test_train_cli import fill_store
+
+    async with open_database(cfg.db_path) as db:
+        with pytest.raises(NotEnoughData):
+            await train_and_record(db, cfg)
+        assert await current_model(db, cfg) is None
+        with pytest.raises(NoModel):
+            await find_model_file(cfg, db=db)
+    await fill_store(cfg.data_dir, generate(60, seed=3))
+
+    async with open_database(cfg.db_path) as db:
+        ticks = 0
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not stop.is_set():
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        beat = asyncio.create_task(ticker())
+        stages: set[str] = set()
+        first = await train_and_record(
+            db, cfg, TrainOptions(seed=1), on_progress=lambda s, d, t: stages.add(s)
+        )
+        stop.set()
+        await beat
+        # Training ran in a thread: the loop kept turning all along.
+        assert ticks > 20 and "embed" in stages
+        assert first.promotion.promoted and first.promotion.kind == "no_current"
+        assert first.record.is_current and first.previous_version is None
+        assert first.model_path.is_file() and first.report_path.is_file()
+        assert first.figures.n_val == first.evaluation["n_val"] > 0
+        chosen = await current_model(db, cfg)
+        assert chosen is not None and chosen.version == first.version
+        assert chosen.stamp == (first.version, str(first.model_path), chosen.mtime_ns)
+        assert await find_model_file(cfg, db=db) == first.model_path
+
+        second = await train_and_record(db, cfg, TrainOptions(seed=2, epochs=3, promote=True))
+        assert second.promotion.kind == "forced" and second.previous_version == first.version
+        polled = await current_model(db, cfg)
+        assert polled is not None and polled.stamp != chosen.stamp
+
+        used = await use_model(db, cfg, first.version)
+        assert used.record.is_current and used.warning is None
+        back = await current_model(db, cfg)
+        assert back is not None and back.stamp == chosen.stamp
+        with pytest.raises(UnknownModel):
+            await use_model(db, cfg, "no-such-version")
+        with pytest.raises(UnknownModel):
+            await find_model_file(cfg, "no-such-version", db=db)
+
+
+async def test_use_model_refuses_a_damaged_file_and_keeps_the_current_one(cfg):
+    from classifier.errors import ModelError
+    from memetag.services.models import current_model, use_model
+    from store.db import open_database
+    from store.queries.models import insert_model
+
+    cfg.models_dir.mkdir(parents=True)
+    (cfg.models_dir / "v-bad.pt").write_bytes(b"not a checkpoint")
+    async with open_database(cfg.db_path) as db:
+        await insert_model(db, "v-ok", "models/v-ok.pt", {}, make_current=True)
+        await insert_model(db, "v-bad", "models/v-bad.pt", {}, make_current=False)
+        with pytest.raises(ModelError):
+            await use_model(db, cfg, "v-bad")
+        chosen = await current_model(db, cfg)
+        assert chosen is not None and chosen.version == "v-ok" and chosen.mtime_ns is None
+
+
+# --- explanations -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("line", [0.0, 1.5])
+def test_explain_returns_png_bytes_and_says_unsure_as_the_predictor_does(tmp_path, line):
+    from ml_helpers import make_checkpoint, photo_like, tiny_model_config
+    from PIL import Image
+
+    from classifier.explain import Explainer, UnknownTarget
+    from classifier.predictor import Predictor
+
+    model_cfg = tiny_model_config()
+    ckpt = make_checkpoint(model_cfg, finetuned=True, sender_min_confidence=line)
+    image = photo_like(120, 90, seed=2)
+    path = tmp_path / "x.png"
+    image.save(path)
+
+    explainer = Explainer(ckpt, model_cfg)
+    with pytest.raises(UnknownTarget):
+        explainer.explain(path, label="not-a-label")
+    by_label = explainer.explain(path, label="meme")
+    by_sender = explainer.explain(path.read_bytes(), sender=True)
+    for result in (by_label, by_sender):
+        assert result.png.startswith(b"\x89PNG\r\n\x1a\n")
+        assert Image.open(io.BytesIO(result.png)).size == (597, 448)  # the whole 4:3 image
+    predictor = Predictor(ckpt, model_cfg, decode_workers=1)
+    try:
+        [predicted] = predictor.predict_files([path])
+    finally:
+        predictor.close()
+    assert by_label.probability == pytest.approx(predicted.labels["meme"], abs=1e-3)
+    assert by_sender.probability == pytest.approx(predicted.sender_probability, abs=1e-3)
+    # Named exactly when the Predictor names a sender; the map is of the likeliest either way.
+    assert by_sender.named == (predicted.sender is not None) == (line < 1.0)
+    assert by_sender.name == predicted.sender_candidates[0].name
+
+
+@pytest.mark.parametrize(
+    ("line", "said"), [(0.0, "sender Person "), (1.5, "sender unsure: Person ")]
+)
+def test_cli_explain_names_a_sender_only_over_the_confidence_line(tmp_path, capsys, line, said):
+    from ml_helpers import LABELS, make_checkpoint, photo_like, tiny_model_config
+
+    from classifier.checkpoint import save_checkpoint
+    from memetag.cli import main
+
+    model_cfg = tiny_model_config()
+    ckpt = make_checkpoint(model_cfg, finetuned=True, sender_min_confidence=line)
+    data = tmp_path / "data"
+    save_checkpoint(ckpt, data / "models" / f"{ckpt.version}.pt")
+    labels = "".join(
+        f'[labels.{n}]\nemoji = "{e}"\ndescription = "{n}"\n'
+        for n, e in zip(LABELS, ("😂", "🐦", "📷"), strict=True)
+    )
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[model]\nbackbone = "{model_cfg.backbone}"\npretrained = "none"\nimage_size = '
+        f'{model_cfg.image_size}\ndevice = "cpu"\n\n{labels}'
+    )
+    image = tmp_path / "x.png"
+    photo_like(120, 90, seed=2).save(image)
+    out = tmp_path / "o.png"
+    argv = ["--config", str(config), "--data", str(data), "explain", "--model", ckpt.version]
+    code = main([*argv, str(image), "--sender", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    lines = captured.out.splitlines()
+    assert lines[0] == str(out) and lines[1].startswith(said)
+    assert out.read_bytes().startswith(b"\x89PNG")
+    if line > 1.0:
+        assert "never names a sender" in lines[1]

@@ -31,6 +31,7 @@ from store.queries.images import list_labelled_images
 from store.queries.labels import list_votes_for_image
 from store.queries.predictions import insert_prediction
 from store.rows import Prediction
+from tests.helpers.bot_fixtures import bot_world
 from tests.helpers.discord_standin import Message, StandinDiscord, User, make_test_bot
 from tests.helpers.imagegen import make_image
 
@@ -462,6 +463,50 @@ async def test_fix_tags_on_the_reply_through_the_menu_and_a_tie_is_unknown(
     assert not mask[news]  # a tie stays unknown
     assert (targets[photo], mask[photo]) == (0.0, True)  # silence on a tagged image
     await standin.wait_for(lambda: tagged.reply.content == "😂 meme ✓")
+
+
+# -- the product bot end to end ----------------------------------------------------------------
+
+
+async def test_product_bot_reply_buttons_fix_tags_and_the_reply_gets_its_check(standin, tmp_path):
+    """MemetagBot with both cogs and a tiny model: the tagging cog's reply carries the buttons,
+    the picker is ticked with what the model predicted (its own thresholds), and a fix lands."""
+    async with bot_world(standin, tmp_path / "data", mode="reply") as world:
+        person_a, person_b = world.members
+        assert [c["name"] for c in standin.registered_commands()] == ["Fix tags"]
+        data = make_image("JPEG", (96, 80), seed=5)
+        message = await standin.post_message(
+            standin.channel, person_a, "look", attachments=[("a.jpg", data)]
+        )
+        await world.settle()
+        [reply] = standin.bot_messages(standin.channel)
+        expected = await world.deps.models.predictor.predict(data)
+        [[ok, fix]] = [row["components"] for row in reply.components]
+        assert (ok["custom_id"], fix["custom_id"]) == (
+            f"memetag:ok:{message.id}",
+            f"memetag:fix:{message.id}",
+        )
+        [(image,)] = [tuple(r) for r in await world.db.fetchall("SELECT id FROM images")]
+
+        opened = await standin.click_button(person_b, reply, fix["custom_id"])
+        picker = await standin.wait_for(lambda: opened.original)
+        options = _options(picker)
+        assert expected.predicted
+        assert [n for n, ticked in options.items() if ticked] == [
+            n for n in options if n in expected.predicted
+        ]
+        wrong = next(n for n in options if n not in expected.predicted)
+        done = await standin.select(person_b, picker, f"memetag:pick:{message.id}:0", [wrong])
+        await standin.wait_for(lambda: done.response)
+        assert await current_votes(world.db, image) == sorted(
+            [(wrong, voter(person_b), 1, "button")]
+            + [(n, voter(person_b), -1, "button") for n in expected.predicted]
+        )
+        emoji = {s.name: s.emoji for s in world.cfg.labels}[wrong]
+        await standin.wait_for(
+            lambda: reply.content.startswith(f"{emoji} {wrong.replace('_', ' ')}")
+        )
+        assert reply.content.endswith(" ✓") and "%" not in reply.content.split(" — ")[0]
 
 
 # -- from Discord to training and export --------------------------------------------------------

@@ -23,6 +23,7 @@ from discord.ext import commands, tasks
 from bot.deps import Deps
 from bot.queue import WorkQueue
 from bot.render import ShownImage, label_emoji, reaction_emojis, reply_text
+from bot.views import build_reply_view
 from ingest.errors import IngestError
 from memetag.services.media import StoredPost, discord_post, store_fetched_image
 from store.queries.bot import (
@@ -409,6 +410,7 @@ class Tagging(commands.Cog):
                     reply_text(items),
                     mention_author=False,
                     allowed_mentions=discord.AllowedMentions.none(),
+                    view=build_reply_view(message.id),  # "Tags are right" and "Fix tags"
                 )
                 reply_id = str(reply.id)
             self._shown[message.id] = items

@@ -388,6 +388,29 @@ async def test_taking_a_reaction_off_keeps_a_later_fix_tags_answer(standin, corr
     assert await current_votes(db, image) == [("meme", voter(bob), -1, "button")]
 
 
+async def test_a_slow_store_defers_the_answer_instead_of_missing_discords_deadline(
+    standin, corrections_bot, deps
+):
+    db = deps.db
+    alice = await standin.add_member("alice")
+    tagged = await tag(standin, corrections_bot, deps, alice, [{"meme": 0.9}], reply=False)
+    [image] = tagged.image_ids
+    corrections_bot.get_cog("Corrections").answer_within_s = 0.05
+    opened = await standin.invoke_message_context_menu(alice, "Fix tags", tagged.message)
+    picker = await standin.wait_for(lambda: opened.original)
+    async with db.transaction():  # a long write elsewhere holds the store's write lock
+        picked = await standin.select(
+            alice, picker, f"memetag:pick:{tagged.message.id}:0", ["meme", "weird"]
+        )
+        await standin.wait_for(lambda: picked.response)
+        assert picked.response.type == 6  # deferred update: the member sees it is working
+    await standin.wait_for(lambda: picker.content.startswith("✓ Saved: 😂 meme, 🤪 weird."))
+    assert await current_votes(db, image) == [
+        ("meme", voter(alice), 1, "button"),
+        ("weird", voter(alice), 1, "button"),
+    ]
+
+
 async def test_context_menu_works_without_a_reply_and_these_tags_are_right_is_one_tap(
     standin, corrections_bot, deps
 ):

@@ -22,14 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 import numpy as np
 from discord import app_commands
 from discord.ext import commands
+from discord.utils import MISSING
 
 from bot import render
 from bot.views import (
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FIX_TAGS = "Fix tags"
+# Discord drops an interaction not answered within 3 s: past this, defer and answer when ready.
+ANSWER_WITHIN_S = 1.5
 _REPLY_CACHE = 2048  # replies whose last rewritten text is remembered (skip identical edits)
 
 CheckpointFor = Callable[[str], "Checkpoint | None"]
@@ -167,6 +170,7 @@ class Corrections(commands.Cog, name=HANDLER_COG):
         self._member_locks = _KeyedLocks()
         self._reply_locks = _KeyedLocks()
         self._last_reply: dict[str, str] = {}
+        self.answer_within_s = ANSWER_WITHIN_S
         self._menu = app_commands.ContextMenu(
             name=FIX_TAGS,
             callback=self.fix_tags_menu,
@@ -319,27 +323,60 @@ class Corrections(commands.Cog, name=HANDLER_COG):
     def _labels_text(self, names: Sequence[str]) -> str:
         return ", ".join(self._label_text(n) for n in names) or "no tags"
 
-    async def _load(self, interaction: discord.Interaction, message_id: int):
+    async def _answer(
+        self,
+        interaction: discord.Interaction,
+        work: Coroutine[Any, Any, _Answer],
+        *,
+        update: bool,
+    ) -> None:
+        """Run ``work`` (store reads and writes) and answer with what it returns.
+
+        Discord drops an interaction not answered within 3 s, so when the store is slow (a
+        burst of tagging holds the write lock) the interaction is deferred first and the answer
+        sent when ready. A store error is answered, and logged, instead of raised.
+
+        Args:
+            update: the answer normally edits the message the control is on (the picker).
+        """
+        task = asyncio.ensure_future(_store_errors_answered(work))
+        try:
+            answer = await asyncio.wait_for(asyncio.shield(task), self.answer_within_s)
+        except TimeoutError:
+            if update:
+                await interaction.response.defer()
+            else:
+                await interaction.response.defer(ephemeral=True, thinking=True)
+            answer = await task
+        view = answer.view if answer.view is not None else MISSING
+        if not interaction.response.is_done():
+            if answer.update:
+                await interaction.response.edit_message(content=answer.content, view=answer.view)
+            else:
+                await interaction.response.send_message(answer.content, view=view, ephemeral=True)
+        elif answer.update:
+            await interaction.edit_original_response(content=answer.content, view=answer.view)
+        else:
+            await interaction.followup.send(answer.content, view=view, ephemeral=True)
+        if answer.refresh is not None:
+            await self.refresh_reply(answer.refresh)
+
+    async def _tags_of(self, message_id: int) -> tuple[votes.TaggedMessage | None, list[ImageTags]]:
         tagged = await votes.get_tagged_message(self.db, message_id)
         tags = await self.image_tags(tagged) if tagged is not None else []
-        if not tags:
-            await interaction.response.send_message(
-                "I haven't tagged an image in that message, so there is nothing to fix.",
-                ephemeral=True,
-            )
-            return None, []
-        return tagged, tags
+        return (tagged, tags) if tags else (None, [])
 
     async def open_fix_panel(self, interaction: discord.Interaction, message_id: int) -> None:
         """Answer with the ephemeral picker for the tagged message ``message_id`` (or its reply)."""
-        tagged, tags = await self._load(interaction, message_id)
-        if tagged is None:
-            return
-        await interaction.response.send_message(
-            _panel_text(len(tags)),
-            view=self._picker(tagged, tags, {t.position: t.current for t in tags}),
-            ephemeral=True,
-        )
+
+        async def work() -> _Answer:
+            tagged, tags = await self._tags_of(message_id)
+            if tagged is None:
+                return _NOTHING_TO_FIX
+            ticked = {t.position: t.current for t in tags}
+            return _Answer(_panel_text(len(tags)), self._picker(tagged, tags, ticked))
+
+        await self._answer(interaction, work(), update=False)
 
     def _picker(
         self,
@@ -363,78 +400,90 @@ class Corrections(commands.Cog, name=HANDLER_COG):
     ) -> None:
         """One image's select was closed: +1 for each ticked label, -1 for each predicted or
         previously ticked label left unticked."""
-        tagged, tags = await self._load(interaction, message_id)
-        if tagged is None:
-            return
-        image = next((t for t in tags if t.position == position), None)
-        if image is None:
-            await interaction.response.send_message(
-                "That image is no longer stored, so there is nothing to fix.", ephemeral=True
+        voter = votes.discord_voter(interaction.user.id)
+
+        async def work() -> _Answer:
+            tagged, tags = await self._tags_of(message_id)
+            image = next((t for t in tags if t.position == position), None)
+            if tagged is None or image is None:
+                return _NOTHING_TO_FIX
+            ticked = [n for n in dict.fromkeys(selected) if n in self._known]
+            was = set(image.predicted) | set(shown.get(position, image.current))
+            unticked = [c.name for c in self._choices if c.name in was and c.name not in ticked]
+            cast = [votes.CastVote(image.image_id, n, 1) for n in ticked] + [
+                votes.CastVote(image.image_id, n, -1) for n in unticked
+            ]
+            await votes.cast_votes(
+                self.db, cast, voter=voter, origin="button", message_id=tagged.message_id
             )
-            return
-        ticked = [n for n in dict.fromkeys(selected) if n in self._known]
-        was = set(image.predicted) | set(shown.get(position, image.current))
-        unticked = [c.name for c in self._choices if c.name in was and c.name not in ticked]
-        cast = [votes.CastVote(image.image_id, n, 1) for n in ticked] + [
-            votes.CastVote(image.image_id, n, -1) for n in unticked
-        ]
-        await votes.cast_votes(
-            self.db,
-            cast,
-            voter=votes.discord_voter(interaction.user.id),
-            origin="button",
-            message_id=tagged.message_id,
-        )
-        now_ticked = {t.position: shown.get(t.position, t.current) for t in tags}
-        now_ticked[position] = ticked
-        which = "" if len(tags) == 1 else f" for image {_index(tags, position) + 1}"
-        parts = [self._labels_text(ticked)] if ticked else []
-        if unticked:
-            parts.append(f"not {self._labels_text(unticked)}")
-        said = f"✓ Saved{which}: {' — '.join(parts) or 'no labels'}"
-        await interaction.response.edit_message(
-            content=f"{said}.\nChange a list again if you like; your latest answer counts.",
-            view=self._picker(tagged, tags, now_ticked),
-        )
-        await self.refresh_reply(tagged)
+            now_ticked = {t.position: shown.get(t.position, t.current) for t in tags}
+            now_ticked[position] = ticked
+            which = "" if len(tags) == 1 else f" for image {_index(tags, position) + 1}"
+            parts = [self._labels_text(ticked)] if ticked else []
+            if unticked:
+                parts.append(f"not {self._labels_text(unticked)}")
+            said = f"✓ Saved{which}: {' — '.join(parts) or 'no labels'}."
+            return _Answer(
+                f"{said}\nChange a list again if you like; your latest answer counts.",
+                self._picker(tagged, tags, now_ticked),
+                update=True,
+                refresh=tagged,
+            )
+
+        await self._answer(interaction, work(), update=True)
 
     async def confirm_tags(
         self, interaction: discord.Interaction, message_id: int, shown: dict[int, list[str]]
     ) -> None:
         """The "tags are right" button: +1 for each tag shown (ticked in the picker, else current)."""
-        tagged, tags = await self._load(interaction, message_id)
-        if tagged is None:
-            return
-        confirmed = {t.position: list(shown.get(t.position, t.current)) for t in tags}
-        if shown:  # from the picker: what it showed ticked (it shows the first images only)
-            confirmed = {p: n for p, n in confirmed.items() if p in shown}
-        by_position = {t.position: t for t in tags}
-        cast = [
-            votes.CastVote(by_position[p].image_id, n, 1)
-            for p, names in confirmed.items()
-            for n in names
-            if n in self._known
-        ]
-        if not cast:
-            await interaction.response.send_message(
-                "There are no tags to confirm yet; use Fix tags to pick some.", ephemeral=True
+        voter = votes.discord_voter(interaction.user.id)
+        in_picker = interaction.message is not None and interaction.message.flags.ephemeral
+
+        async def work() -> _Answer:
+            tagged, tags = await self._tags_of(message_id)
+            if tagged is None:
+                return _NOTHING_TO_FIX
+            confirmed = {t.position: list(shown.get(t.position, t.current)) for t in tags}
+            if shown:  # from the picker: what it showed ticked (it shows the first images only)
+                confirmed = {p: n for p, n in confirmed.items() if p in shown}
+            by_position = {t.position: t for t in tags}
+            cast = [
+                votes.CastVote(by_position[p].image_id, n, 1)
+                for p, names in confirmed.items()
+                for n in names
+                if n in self._known
+            ]
+            if not cast:
+                return _Answer("There are no tags to confirm yet; use Fix tags to pick some.")
+            await votes.cast_votes(
+                self.db, cast, voter=voter, origin="button", message_id=tagged.message_id
             )
-            return
-        await votes.cast_votes(
-            self.db,
-            cast,
-            voter=votes.discord_voter(interaction.user.id),
-            origin="button",
-            message_id=tagged.message_id,
-        )
-        names = list(dict.fromkeys(n for ns in confirmed.values() for n in ns))
-        thanks = f"✓ Thanks — noted: {self._labels_text(names)}."
-        message = interaction.message
-        if message is not None and message.flags.ephemeral:
-            await interaction.response.edit_message(content=thanks, view=None)
-        else:
-            await interaction.response.send_message(thanks, ephemeral=True)
-        await self.refresh_reply(tagged)
+            names = list(dict.fromkeys(n for ns in confirmed.values() for n in ns))
+            thanks = f"✓ Thanks — noted: {self._labels_text(names)}."
+            return _Answer(thanks, None, update=in_picker, refresh=tagged)
+
+        await self._answer(interaction, work(), update=in_picker)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """How to answer an interaction: a new ephemeral message, or an edit of the control's."""
+
+    content: str
+    view: discord.ui.View | None = None
+    update: bool = False
+    refresh: votes.TaggedMessage | None = None  # rewrite this message's reply afterwards
+
+
+_NOTHING_TO_FIX = _Answer("I haven't tagged an image in that message, so there is nothing to fix.")
+
+
+async def _store_errors_answered(work: Coroutine[Any, Any, _Answer]) -> _Answer:
+    try:
+        return await work
+    except StoreError as exc:
+        log.warning("correction not stored: %s", exc)
+        return _Answer("Sorry, I couldn't save that just now; please try again in a minute.")
 
 
 def _index(tags: Sequence[ImageTags], position: int) -> int:

@@ -234,7 +234,7 @@ def build_picker_view(
             max_values=len(offered),
             options=[
                 discord.SelectOption(
-                    label=choice.name,
+                    label=choice.name.replace("_", " "),
                     value=choice.name,
                     emoji=choice.emoji or None,
                     description=choice.description[:100] or None,

@@ -7,11 +7,16 @@ records and from the store.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
+import logging
+
 import pytest
 
 from classifier.predictor import Result
 from memetag.standin import StandinDiscord
-from tests.helpers.bot_fixtures import EMOJIS, BotWorld, bot_world
+from tests.helpers.bot_fixtures import EMOJIS, BotWorld, bot_world, record_model
 from tests.helpers.imagegen import make_image
 from tests.ml_helpers import encode, photo_like
 
@@ -87,7 +92,6 @@ async def test_react_mode_adds_top_label_emojis_and_stores_exact_rows(standin, t
             " FROM predictions",
         )
         assert prediction[:2] == (image_id, "v-test")
-        import json
 
         assert json.loads(prediction[2]) == pytest.approx(expected.labels)
         assert prediction[3] == expected.sender
@@ -221,7 +225,6 @@ async def test_embeds_gif_thumbnails_and_plain_links_are_images_too(standin, tmp
             "SELECT p.source_id, p.media_hint, i.sha256 FROM posts p"
             " JOIN images i ON i.id = p.image_id ORDER BY p.source_id",
         )
-        import hashlib
 
         digest = lambda b: hashlib.sha256(b).hexdigest()  # noqa: E731
         # The text attachment is position 0 (every attachment counts, as in an export).
@@ -231,3 +234,266 @@ async def test_embeds_gif_thumbnails_and_plain_links_are_images_too(standin, tmp
             (f"{message.id}:3", "embed", digest(bare)),
         ]
         assert await rows(world, "SELECT COUNT(*) FROM predictions") == [(3,)]
+
+
+# -- robustness -----------------------------------------------------------------------------------
+
+
+async def test_bad_attachments_are_logged_per_message_and_the_good_one_tagged(
+    standin, tmp_path, caplog
+):
+    from tests.helpers.imagegen import make_bomb_png, truncate
+
+    caplog.set_level(logging.INFO, logger="bot")
+    limits = {"max_bytes": 200_000, "max_pixels": 1_000_000}
+    async with bot_world(standin, tmp_path / "data", mode="react", ingest=limits) as world:
+        good = jpeg(20)
+        message = await standin.post_message(
+            standin.channel,
+            world.members[0],
+            attachments=[
+                ("broken.jpg", truncate(jpeg(21, (400, 300)), 0.3)),
+                ("huge.png", make_image("PNG", (40, 40), seed=1) + b"\0" * 250_000),
+                ("bomb.png", make_bomb_png()),
+                ("notes.jpg", b"this is plain text, whatever the name says"),
+                ("fine.jpg", good),
+            ],
+        )
+        await world.settle()
+        assert standin.reactions_on(message)  # the good image was tagged
+        assert await rows(world, "SELECT source_id FROM posts") == [(f"{message.id}:4",)]
+        reasons = {
+            r.getMessage().split(": ", 1)[0]: r.getMessage()
+            for r in caplog.records
+            if r.name == "bot.cogs.tagging" and str(message.id) in r.getMessage()
+        }
+        text = "\n".join(reasons.values())
+        for position, reason in [
+            (0, "truncated"),
+            (1, "too_large"),
+            (2, "decompression_bomb"),
+            (3, "not_image"),
+        ]:
+            assert f"image {position}: {reason}" in text, text
+        assert world.tagging.stats.images_rejected == 4
+
+
+async def test_no_model_still_stores_posts_logs_once_then_picks_up_a_new_model(
+    standin, tmp_path, caplog
+):
+    caplog.set_level(logging.INFO, logger="bot")
+    async with bot_world(
+        standin, tmp_path / "data", mode="react", model=False, model_poll_s=0.05
+    ) as world:
+        first = await standin.post_message(
+            standin.channel, world.members[0], attachments=[("a.jpg", jpeg(30))]
+        )
+        second = await standin.post_message(
+            standin.channel, world.members[1], attachments=[("b.jpg", jpeg(31))]
+        )
+        await world.settle()
+        assert standin.reactions_on(first) == standin.reactions_on(second) == {}
+        assert await rows(world, "SELECT COUNT(*) FROM posts WHERE status = 'stored'") == [(2,)]
+        assert await rows(world, "SELECT COUNT(*) FROM predictions") == [(0,)]
+        why = [r for r in caplog.records if "not tagging" in r.getMessage()]
+        assert len(why) == 1 and "no trained model yet" in why[0].getMessage()
+
+        # `memetag train` in another process records a model: the bot picks it up.
+        await record_model(world.cfg, world.db, "v-later")
+        await world.until(lambda: world.deps.models.version == "v-later")
+        third = await standin.post_message(
+            standin.channel, world.members[0], attachments=[("c.jpg", jpeg(32))]
+        )
+        await world.settle()
+        assert standin.reactions_on(third)
+        assert await rows(world, "SELECT model_version FROM predictions") == [("v-later",)]
+
+
+async def test_a_model_that_fails_to_load_leaves_the_bot_storing(standin, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="bot")
+    data = tmp_path / "data"
+    async with bot_world(standin, data, mode="react", model_poll_s=0.05) as world:
+        # Replace the current model's file with garbage: the rewrite is noticed, the load fails
+        # and the model already loaded keeps tagging.
+        path = world.cfg.models_dir / "v-test.pt"
+        path.write_bytes(b"not a checkpoint")
+        await world.until(lambda: any("failed to load" in r.getMessage() for r in caplog.records))
+        message = await standin.post_message(
+            standin.channel, world.members[0], attachments=[("a.jpg", jpeg(33))]
+        )
+        await world.settle()
+        assert standin.reactions_on(message)
+
+
+async def test_started_with_a_broken_model_it_stores_tags_nothing_says_why_once(
+    standin, tmp_path, caplog
+):
+    caplog.set_level(logging.INFO, logger="bot")
+    async with bot_world(standin, tmp_path / "data", mode="react", model="broken") as world:
+        assert world.deps.models.predictor is None
+        messages = [
+            await standin.post_message(
+                standin.channel, world.members[0], attachments=[(f"{i}.jpg", jpeg(34 + i))]
+            )
+            for i in range(2)
+        ]
+        await world.settle()
+        assert all(standin.reactions_on(m) == {} for m in messages)
+        assert await rows(world, "SELECT COUNT(*) FROM posts WHERE status = 'stored'") == [(2,)]
+        why = [r for r in caplog.records if "not tagging" in r.getMessage()]
+        assert len(why) == 1 and "v-test failed to load" in why[0].getMessage()
+
+
+async def test_message_deleted_while_downloading_is_not_tagged_and_raises_nothing(
+    standin, tmp_path
+):
+    async with bot_world(standin, tmp_path / "data", mode="reply") as world:
+        async with standin.hold_downloads():
+            message = await standin.post_message(
+                standin.channel, world.members[0], attachments=[("a.jpg", jpeg(40))]
+            )
+            await standin.wait_for(lambda: standin.downloads_waiting == 1)
+            await standin.delete_message(message)
+        await world.settle()
+        assert standin.bot_messages() == []
+        assert world.tagging.stats.deleted_before_tag == 1
+        # The post itself is kept, like any image an export would have had.
+        assert await rows(world, "SELECT COUNT(*) FROM posts") == [(1,)]
+
+
+async def test_message_deleted_as_the_tag_goes_out_is_not_an_error(standin, tmp_path):
+    async with bot_world(standin, tmp_path / "data", mode="react") as world:
+        standin.fail_next(
+            "PUT",
+            "/channels/*/messages/*/reactions/*",
+            status=404,
+            code=10008,
+            message="Unknown Message",
+        )
+        message = await standin.post_message(
+            standin.channel, world.members[0], attachments=[("a.jpg", jpeg(41))]
+        )
+        await world.settle()
+        assert standin.reactions_on(message) == {}
+        assert world.tagging.stats.deleted_before_tag == 1
+
+
+async def test_an_edit_that_adds_an_image_tags_only_the_new_one(standin, tmp_path):
+    async with bot_world(standin, tmp_path / "data", mode="reply") as world:
+        first, later = jpeg(50), jpeg(51)
+        message = await standin.post_message(
+            standin.channel, world.members[0], "here", attachments=[("a.jpg", first)]
+        )
+        await world.settle()
+        [reply] = standin.bot_messages(standin.channel)
+        assert reply.content.count("\n") == 0
+        await standin.edit_message(message, "here, and this", embeds=[standin.image_embed(later)])
+        await world.settle()
+        # The same reply now lists both images; nothing was tagged twice.
+        assert standin.bot_messages(standin.channel) == [reply]
+        assert reply.content.startswith("1. ") and "\n2. " in reply.content
+        assert await rows(world, "SELECT source_id FROM posts ORDER BY source_id") == [
+            (f"{message.id}:0",),
+            (f"{message.id}:1",),
+        ]
+        await standin.edit_message(message, "just words now")
+        await world.settle()
+        assert len(standin.requests_to("POST", "/channels/*/messages")) == 1
+        assert len(standin.requests_to("PATCH", "/channels/*/messages/*")) == 1
+
+
+async def test_rate_limited_reactions_are_retried_after_retry_after(standin, tmp_path):
+    async with bot_world(standin, tmp_path / "data", mode="react", max_reactions=1) as world:
+        standin.rate_limit("PUT", "/channels/*/messages/*/reactions/*", retry_after=0.2, times=2)
+        message = await standin.post_message(
+            standin.channel, world.members[0], attachments=[("a.jpg", jpeg(60))]
+        )
+        await world.settle()
+        assert len(standin.reactions_on(message)) == 1
+        statuses = [r.status for r in standin.requests_to("PUT", "/channels/*/reactions/*")]
+        assert statuses == [429, 429, 204]
+
+
+async def test_reconnect_and_resume_mid_burst_loses_nothing_and_tags_nothing_twice(
+    standin, tmp_path
+):
+    async with bot_world(standin, tmp_path / "data", mode="react", max_reactions=1) as world:
+        author = world.members[0]
+
+        async def post(i: int):
+            return await standin.post_message(
+                standin.channel, author, attachments=[(f"{i}.jpg", jpeg(100 + i))]
+            )
+
+        before = [await post(i) for i in range(6)]
+        async with standin.gateway_paused():  # the bot is offline; these are replayed on RESUME
+            missed = [await post(10 + i) for i in range(6)]
+        await standin.wait_for(lambda: standin.gateway.connected)
+        after = [await post(20 + i) for i in range(6)]
+        # Discord may deliver an event twice: the second delivery is no second tag.
+        await standin.redeliver(before[0])
+        await standin.redeliver(missed[0])
+        messages = before + missed + after
+        await world.until(lambda: all(standin.reactions_on(m) for m in messages))
+        await world.settle()
+        assert standin.gateway.resume_count >= 1 and standin.gateway.identify_count == 1
+        for message in messages:
+            assert len(reaction_puts(standin, message)) == 1, message.id
+        assert await rows(world, "SELECT COUNT(*), COUNT(DISTINCT source_id) FROM posts") == [
+            (18, 18)
+        ]
+        assert await rows(world, "SELECT COUNT(*) FROM bot_messages") == [(18,)]
+
+
+async def test_a_full_queue_skips_and_counts_and_never_blocks(standin, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="bot")
+    async with bot_world(
+        standin, tmp_path / "data", mode="react", max_reactions=1, queue_size=3, workers=1
+    ) as world:
+        author = world.members[0]
+        async with standin.hold_downloads():
+            messages = [
+                await standin.post_message(
+                    standin.channel, author, attachments=[(f"{i}.jpg", jpeg(200 + i))]
+                )
+                for i in range(10)
+            ]
+            # One in the worker (its download held), three waiting, six skipped; posting
+            # never waited for the bot.
+            await standin.wait_for(lambda: standin.downloads_waiting == 1)
+            await world.until(lambda: world.tagging.queue.stats.dropped == 6)
+        await world.settle()
+        tagged = [m for m in messages if standin.reactions_on(m)]
+        assert tagged == messages[:4]
+        full = [r for r in caplog.records if "work queue full" in r.getMessage()]
+        assert len(full) == 1  # the first skip, then every 100th
+        late = await standin.post_message(
+            standin.channel, author, attachments=[("late.jpg", jpeg(299))]
+        )
+        await world.settle()
+        assert standin.reactions_on(late)
+
+
+async def test_a_burst_of_100_images_keeps_the_heartbeat_answered(tmp_path):
+    async with StandinDiscord.start(heartbeat_interval_ms=100) as standin:
+        with standin.patch_client():
+            async with bot_world(standin, tmp_path / "data", mode="react", max_reactions=1) as w:
+                images = [make_image("JPEG", (64, 48), seed=300 + i) for i in range(100)]
+                loop = asyncio.get_running_loop()
+                start = loop.time()
+                messages = [
+                    await standin.post_message(
+                        standin.channel, w.members[i % 2], attachments=[(f"{i}.jpg", images[i])]
+                    )
+                    for i in range(100)
+                ]
+                await w.until(lambda: all(standin.reactions_on(m) for m in messages), 60)
+                end = loop.time()
+                beats = [t for t in standin.gateway.heartbeat_times if start <= t <= end]
+                gaps = [b - a for a, b in zip(beats, beats[1:], strict=False)]
+                assert len(beats) >= 2 and max(gaps) < 1.0, gaps
+                assert w.bot.latency < 1.0
+                assert w.tagging.queue.stats.dropped == 0
+                await w.settle()
+                assert await rows(w, "SELECT COUNT(*) FROM predictions") == [(100,)]
+        standin.check()

@@ -314,6 +314,7 @@ class Gateway:
         session = Session(id=secrets.token_hex(16), intents=intents, identify=data)
         self.sessions[session.id] = session
         session.connection = connection
+        discord.connection_changed()
         await session.send("READY", discord.ready_payload(session.id))
         for guild in discord.bot_guilds():
             if intents & GUILDS:
@@ -329,6 +330,7 @@ class Gateway:
         last_seen = int(data.get("seq") or 0)
         async with session.lock:
             session.connection = connection
+            self._discord.connection_changed()
             for seq, text in session.log:
                 if seq > last_seen and not await connection.send_text(text):
                     session.connection = None

@@ -574,11 +574,12 @@ class StandinDiscord:
         """
         if not self.client_listening:
             return
-        self._sync_sent += 1
-        target = self._sync_sent
         connection = await self.gateway.send_sync()
         if connection is None:
             return
+        # Counted once sent: a sync while disconnected sends nothing and awaits no answer.
+        self._sync_sent += 1
+        target = self._sync_sent
 
         def done() -> bool:
             session = self.gateway.session
@@ -593,6 +594,11 @@ class StandinDiscord:
             raise StandinFailure(
                 f"the client did not read gateway events for {timeout}s (is its loop blocked?)"
             ) from None
+
+    def connection_changed(self) -> None:
+        """A new connection took over the session: sentinels sent on the old one are lost."""
+        self._sync_acked = self._sync_sent
+        self.notify()
 
     def client_synced(self) -> None:
         """Called (through ``on_socket_event_type``) when the client reads a sync sentinel."""
@@ -1003,6 +1009,10 @@ class StandinDiscord:
         if content is None:
             message.edited_at = None  # an unfurl is not an edit
         return message
+
+    async def redeliver(self, message: Message) -> None:
+        """Send MESSAGE_CREATE for ``message`` again: gateway delivery is at least once."""
+        await self._dispatch_message_event("MESSAGE_CREATE", message)
 
     async def delete_message(self, message: Message) -> None:
         """A member (or a moderator) deletes a message; dispatches MESSAGE_DELETE."""

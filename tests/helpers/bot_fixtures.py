@@ -100,22 +100,36 @@ async def bot_world(
     data_dir: Path,
     *,
     mode: str | None = "react",
-    model: bool = True,
+    model: bool | str = True,
     checkpoint: dict[str, Any] | None = None,
+    ingest: dict[str, Any] | None = None,
     error_loggers: Sequence[str] = ("discord", "bot"),
     **bot: Any,
 ) -> AsyncIterator[BotWorld]:
-    """The memetag bot running against ``standin``; ``mode`` watches the default channel."""
+    """The memetag bot running against ``standin``; ``mode`` watches the default channel.
+
+    Args:
+        model: record a tiny model as current (True), none (False), or one whose file is
+            garbage ("broken").
+        checkpoint: ``make_checkpoint`` options; ingest: ``[ingest]`` overrides;
+        bot: ``[bot]`` keys.
+    """
     members = [await standin.add_member("Person A"), await standin.add_member("Person B")]
     if mode is not None:
         bot.setdefault("channels", {str(standin.channel.id): mode})
     bot["channels"] = MappingProxyType(dict(bot.get("channels", {})))
     cfg = make_config(data_dir, **bot)
-    cfg = dataclasses.replace(cfg, people=MappingProxyType({str(m.id): m.name for m in members}))
+    cfg = dataclasses.replace(
+        cfg,
+        people=MappingProxyType({str(m.id): m.name for m in members}),
+        ingest=dataclasses.replace(cfg.ingest, **(ingest or {})),
+    )
     data_dir.mkdir(parents=True, exist_ok=True)
     async with open_database(cfg.db_path) as db:
         if model:
-            await record_model(cfg, db, **(checkpoint or {}))
+            path = await record_model(cfg, db, **(checkpoint or {}))
+            if model == "broken":
+                path.write_bytes(b"not a checkpoint")
     async with open_deps(cfg, allow_private=True) as deps:
         client = MemetagBot(deps=deps, guild_ready_timeout=0.05)
         async with running_bot(standin, client, error_loggers=error_loggers):

@@ -322,7 +322,8 @@ async def train_and_record(
     """Train from every stored image, decide promotion, write the report, record the model.
 
     The torch work runs in a worker thread (``on_progress`` is called from it): the event
-    loop stays free. The store is only read before and written after.
+    loop stays free. The store is only read before and written after. Cancelling the caller
+    does not stop the thread: the run finishes and writes its files, but is not recorded.
 
     Raises:
         NotEnoughData: too few images, senders or labels.

@@ -104,3 +104,38 @@ def test_people_and_custom_labels(tmp_path):
     cfg = load_config(path, environ={})
     assert cfg.people["100"] == "Kappa"
     assert [label.name for label in cfg.labels] == ["cat"]
+
+
+@pytest.mark.parametrize(
+    "toml, message",
+    [
+        ('[bot]\nchannels = { general = "react" }\n', "'general' is not a channel id"),
+        ('[bot]\nchannels = { "123" = "shout" }\n', "[bot] channels 123: mode must be one of"),
+        ("[bot]\nchannels = 5\n", "[bot] channels must be a table"),
+        ('[bot]\ndefault_mode = "loud"\n', "[bot] default_mode must be"),
+        ("[bot]\nmax_reactions = -1\n", "[bot] max_reactions must be between 0 and 20"),
+        ("[bot]\nqueue_size = 0\n", "[bot] queue_size must be at least 1"),
+        ("[bot]\nworkers = 0\n", "[bot] workers must be at least 1"),
+        ("[bot]\nmodel_poll_s = 0\n", "[bot] model_poll_s must be positive"),
+        ("[bot]\ntoken = 'abc'\n", "secrets are read from the environment"),
+    ],
+)
+def test_bad_bot_config_is_one_clear_line(tmp_path, toml, message):
+    path = tmp_path / "config.toml"
+    path.write_text(toml, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_bot_channels_and_modes(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[bot]\nchannels = { "111" = "react", "222" = "reply" }\ndefault_mode = "silent"\n'
+        "max_reactions = 5\nignore_bots = false\n",
+        encoding="utf-8",
+    )
+    cfg = load_config(path, environ={})
+    assert dict(cfg.bot.channels) == {"111": "react", "222": "reply"}
+    assert cfg.bot.default_mode == "silent" and cfg.bot.max_reactions == 5
+    assert cfg.bot.ignore_bots is False and cfg.bot.queue_size == AppConfig().bot.queue_size

@@ -159,7 +159,9 @@ async def test_v2_votes_from_two_gestures_migrate_to_the_later_one(tmp_path):
     for number, _name, sql in _migrations()[:2]:
         conn.executescript(f"{sql}\nPRAGMA user_version = {number};")
     conn.executescript(
-        "INSERT INTO images VALUES (1, '" + "ab" * 32 + "', NULL, 1, 1, 'PNG', 'png', 1, '2020-12-31T00:00:00+00:00');"
+        "INSERT INTO images VALUES (1, '"
+        + "ab" * 32
+        + "', NULL, 1, 1, 'PNG', 'png', 1, '2020-12-31T00:00:00+00:00');"
         "INSERT INTO labels (id, name) VALUES (1, 'meme');"
         "INSERT INTO label_votes VALUES (1, 1, 1, 'u1', 1, 'reaction', '2021-01-01T00:00:00+00:00');"
         "INSERT INTO label_votes VALUES (2, 1, 1, 'u1', -1, 'command', '2021-01-02T00:00:00+00:00');"
@@ -429,3 +431,20 @@ async def test_posts_to_fetch_in_pages(db, retry_failed):
     assert paged == whole and len(whole) > 20
     assert await posts.count_posts_to_fetch(db, "folder", retry_failed=retry_failed) == len(whole)
     assert await posts.count_posts_to_fetch(db, "other", retry_failed=retry_failed) == 0
+
+
+async def test_audit_log_keeps_who_what_when_in_order(db):
+    from store.queries import audit
+
+    await audit.add_audit(
+        db, guild_id="1", actor="discord:5", action="mode", arguments='{"mode": "reply"}'
+    )
+    await audit.add_audit(db, guild_id="2", actor="cli", action="retrain", outcome="refused: busy")
+    everything = await audit.list_audit(db)
+    assert [(e.guild_id, e.action, e.outcome) for e in everything] == [
+        ("1", "mode", "ok"),
+        ("2", "retrain", "refused: busy"),
+    ]
+    (one,) = await audit.list_audit(db, guild_id="1")
+    assert one.arguments == {"mode": "reply"} and one.actor == "discord:5"
+    assert [e.action for e in await audit.list_audit(db, limit=1)] == ["retrain"]

@@ -401,3 +401,10 @@ def test_cli_explain_names_a_sender_only_over_the_confidence_line(tmp_path, caps
     assert out.read_bytes().startswith(b"\x89PNG")
     if line > 1.0:
         assert "never names a sender" in lines[1]
+
+
+async def test_warm_up_checks_an_image_and_stores_nothing(db):
+    from memetag.services.media import warm_up
+
+    await warm_up()
+    assert await posts.list_posts(db) == []

@@ -41,6 +41,7 @@ __all__ = [
     "fetch_post_image",
     "get_stored_post",
     "store_fetched_image",
+    "warm_up",
 ]
 
 _NO_PEOPLE: Mapping[str, str] = MappingProxyType({})
@@ -218,3 +219,15 @@ async def fetch_post_image(
         )
     data = await fetch_post_bytes(post, None, asyncio.Lock(), downloader, limits.max_bytes)
     return await store_fetched_image(db, files, post, data, limits=limits, people=people)
+
+
+async def warm_up() -> None:
+    """Check one tiny image now, so the lazy imports behind the first check (the perceptual
+    hash's DCT, ~30 ms with the GIL held) happen at start-up, not under the first live image."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 40, 40)).save(buf, format="PNG")
+    await check_image_bytes(buf.getvalue(), max_pixels=64, about="warm-up image")

@@ -497,3 +497,60 @@ async def test_a_burst_of_100_images_keeps_the_heartbeat_answered(tmp_path):
                 await w.settle()
                 assert await rows(w, "SELECT COUNT(*) FROM predictions") == [(100,)]
         standin.check()
+
+
+# -- running accuracy ------------------------------------------------------------------------------
+
+
+async def test_live_guesses_keep_baselines_and_a_running_accuracy_per_guild(standin, tmp_path):
+    from store.queries.bot import get_guild_accuracy
+    from store.queries.labels import add_vote
+
+    async with bot_world(standin, tmp_path / "data", mode="silent") as world:
+        alice, bob = world.members
+        posts = [bob, bob, bob, alice]
+        for i, author in enumerate(posts):
+            await standin.post_message(
+                standin.channel, author, attachments=[(f"{i}.jpg", jpeg(400 + i))]
+            )
+            await world.settle()  # one at a time: each guess sees the posts before it
+        got = await rows(
+            world,
+            "SELECT author, guess, majority_guess, recent_guess FROM live_guesses ORDER BY post_id",
+        )
+        assert [g[0] for g in got] == ["Person B", "Person B", "Person B", "Person A"]
+        assert [g[2] for g in got] == [None, "Person B", "Person B", "Person B"]
+        assert [g[3] for g in got] == [None, "Person B", "Person B", "Person B"]
+        guesses = [g[1] for g in got]
+        accuracy = await get_guild_accuracy(world.db, str(standin.guild.id))
+        assert accuracy.posts == 4 and accuracy.guessed == 4
+        assert accuracy.guess_right == sum(g == a for g, (a, *_) in zip(guesses, got, strict=True))
+        assert accuracy.majority_right == 2 and accuracy.recent_right == 2
+        assert accuracy.majority_accuracy == 0.5
+
+        # Members' corrections score the category guesses.
+        [(image_id, probabilities)] = await rows(
+            world,
+            "SELECT image_id, probabilities FROM predictions ORDER BY id LIMIT 1",
+        )
+        meme = json.loads(probabilities)["meme"]
+        await add_vote(world.db, image_id, "meme", f"discord:{alice.id}", 1, "reaction")
+        accuracy = await get_guild_accuracy(world.db, str(standin.guild.id))
+        assert accuracy.category_votes == 1 and accuracy.category_agree == int(meme >= 0.5)
+        other = await get_guild_accuracy(world.db, "another guild")
+        assert other.posts == 0 and other.guess_accuracy is None
+
+
+async def test_channels_come_from_the_store_and_a_disabled_one_is_not_watched(standin, tmp_path):
+    async with bot_world(standin, tmp_path / "data", mode="react") as world:
+        assert await rows(world, "SELECT channel_id, mode, origin FROM bot_channels") == [
+            (str(standin.channel.id), "react", "config")
+        ]
+        async with world.db.transaction() as conn:
+            await conn.execute("UPDATE bot_channels SET enabled = 0")
+        await world.tagging.reload_channels()
+        await standin.post_message(
+            standin.channel, world.members[0], attachments=[("a.jpg", jpeg(500))]
+        )
+        await world.settle()
+        assert await rows(world, "SELECT COUNT(*) FROM posts") == [(0,)]

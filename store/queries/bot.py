@@ -108,8 +108,10 @@ async def sync_config_channels(db: Database, channels: Mapping[str, str]) -> Non
 
 
 async def list_bot_channels(db: Database) -> list[BotChannel]:
+    """The channels the bot watches now (an admin may have disabled a listed one)."""
     rows = await db.fetchall(
-        "SELECT channel_id, guild_id, mode, origin FROM bot_channels ORDER BY channel_id"
+        "SELECT channel_id, guild_id, mode, origin FROM bot_channels WHERE enabled = 1"
+        " ORDER BY channel_id"
     )
     return [BotChannel(r["channel_id"], r["guild_id"], r["mode"], r["origin"]) for r in rows]
 

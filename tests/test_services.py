@@ -256,6 +256,7 @@ def cfg(tmp_path):
 
 async def test_train_from_a_running_loop_then_poll_and_switch_models(cfg):
     from memetag.services.errors import NoModel, NotEnoughData, UnknownModel
+    from memetag.services.evaluation import compare_models, evaluate_model
     from memetag.services.models import current_model, find_model_file, use_model
     from memetag.services.training import TrainOptions, train_and_record
     from store.db import open_database
@@ -302,6 +303,12 @@ async def test_train_from_a_running_loop_then_poll_and_switch_models(cfg):
         assert second.promotion.kind == "forced" and second.previous_version == first.version
         polled = await current_model(db, cfg)
         assert polled is not None and polled.stamp != chosen.stamp
+
+        scored = await evaluate_model(db, cfg)
+        assert scored.version == second.version and scored.report_path.is_file()
+        compared = await compare_models(db, cfg, first.version, second.version)
+        assert (compared.old.version, compared.new.version) == (first.version, second.version)
+        assert compared.report_path.name == "compare.md" and compared.report_path.is_file()
 
         used = await use_model(db, cfg, first.version)
         assert used.record.is_current and used.warning is None

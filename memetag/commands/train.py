@@ -103,17 +103,6 @@ def _progress(enabled: bool):
     return on_progress, bars.close
 
 
-async def _load_store(cfg: AppConfig, versions: tuple[str, ...] = ()):
-    """The store's labelled images, current model and the requested model records."""
-    from memetag.services.models import require_store
-    from memetag.services.training import read_store_view
-    from store.db import open_database
-
-    require_store(cfg)
-    async with open_database(cfg.db_path) as db:
-        return await read_store_view(db, versions)
-
-
 def _f(value: Any, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -320,53 +309,34 @@ def _print_train_summary(s: dict) -> None:
 
 
 def handle_eval(args: argparse.Namespace, cfg: AppConfig) -> int:
-    from classifier.report import (
-        compare_evaluations,
-        render_comparison_markdown,
-        write_comparison,
-        write_report,
-    )
-    from memetag.services.training import evaluate_record, prepare_split
+    from memetag.services.evaluation import compare_models_blocking, evaluate_model_blocking
 
     on_progress, close = _progress(not args.no_progress and not args.json)
-    if args.compare:
-        old_v, new_v = args.compare
-        view = run_async(_load_store(cfg, (old_v, new_v)))
-        old_rec, new_rec = view.records
-        prepared = prepare_split(cfg, view.items)
-        try:
-            old_eval = evaluate_record(cfg, old_rec, prepared, on_progress)
-            new_eval = evaluate_record(cfg, new_rec, prepared, on_progress)
-        finally:
-            close()
-        for ev in (old_eval, new_eval):
-            write_report(ev, cfg.reports_dir / ev["version"])
-        cmp = compare_evaluations(old_eval, new_eval)
-        out = cfg.reports_dir / f"compare-{old_v}-vs-{new_v}"
-        paths = write_comparison(cmp, out)
-        if args.json:
-            print_json(cmp)
-        else:
-            print(render_comparison_markdown(cmp), end="")
-            print(f"written to {paths['markdown']}")
-        return 0
-
-    view = run_async(_load_store(cfg, (args.model,) if args.model else ()))
-    record = view.records[0] if view.records else view.current
-    if record is None:
-        raise UserError("no current model; run `memetag train` first")
-    prepared = prepare_split(cfg, view.items)
     try:
-        evaluation = evaluate_record(cfg, record, prepared, on_progress)
+        if args.compare:
+            old_v, new_v = args.compare
+            compared = compare_models_blocking(cfg, old_v, new_v, on_progress, on_scored=close)
+        else:
+            outcome = evaluate_model_blocking(cfg, args.model, on_progress, on_scored=close)
     finally:
         close()
-    paths = write_report(evaluation, cfg.reports_dir / record.version)
+    if args.compare:
+        from classifier.report import render_comparison_markdown
+
+        if args.json:
+            print_json(compared.comparison)
+        else:
+            print(render_comparison_markdown(compared.comparison), end="")
+            print(f"written to {compared.report_path}")
+        return 0
+
+    evaluation, version = outcome.evaluation, outcome.version
     if args.json:
         print_json(evaluation)
         return 0
     s, d = evaluation["summary"], evaluation["data"]
     print(
-        f"evaluated {record.version} on {evaluation['n_val']} validation images "
+        f"evaluated {version} on {evaluation['n_val']} validation images "
         f"(from {d['cutoff'] or '–'}; {d['dropped_leaks']} repost leaks dropped from training)"
     )
     if d.get("tuning_warning"):
@@ -386,7 +356,7 @@ def handle_eval(args: argparse.Namespace, cfg: AppConfig) -> int:
     verdict = sender_verdict_line(evaluation["sender"])
     if verdict:
         print(f"  verdict      {verdict}")
-    print(f"  report       {paths['markdown']}")
+    print(f"  report       {outcome.report_path}")
     return 0
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from memetag.config import AppConfig
-from memetag.services.errors import BadRequest, NotEnoughData, UnknownModel
+from memetag.services.errors import BadRequest, NotEnoughData
 from memetag.services.models import model_path, require_store
 from store.db import Database, open_database
 from store.queries.images import list_labelled_images
@@ -34,7 +34,7 @@ from store.queries.models import get_current_model, insert_model
 from store.rows import LabelledImage, ModelRecord
 
 if TYPE_CHECKING:
-    from classifier.train import PreparedData, TrainResult
+    from classifier.train import TrainResult
 
 # on_progress(stage, done, total): stage is "embed", "heads", "finetune" or "score". Called from
 # the thread the training runs in (a worker thread under train_and_record).
@@ -369,66 +369,3 @@ def train_and_record_blocking(
             return await _record(db, cfg, fitted, current)
 
     return asyncio.run(record())
-
-
-def prepare_split(cfg: AppConfig, items: list[LabelledImage], train_cfg=None) -> PreparedData:
-    """The time split (and leak filtering) of the stored images, as training makes it.
-
-    Raises:
-        NotEnoughData: no stored images.
-    """
-    from classifier.dataset import build_examples
-    from classifier.train import prepare_data
-
-    if not items:
-        raise NotEnoughData("no stored images yet; run `memetag ingest …` first")
-    labels = [spec.name for spec in cfg.labels]
-    return prepare_data(build_examples(items, labels, cfg.data_dir), labels, train_cfg or cfg.train)
-
-
-def evaluate_record(
-    cfg: AppConfig,
-    record: ModelRecord,
-    prepared: PreparedData,
-    on_progress: TrainProgress | None = None,
-) -> dict[str, Any]:
-    """Score a recorded model on ``prepared``'s validation images. Blocking (torch)."""
-    from classifier.checkpoint import load_checkpoint
-    from classifier.train import evaluate_checkpoint
-
-    return evaluate_checkpoint(
-        load_checkpoint(model_path(cfg, record)),
-        prepared,
-        model_cfg=cfg.model,
-        cache_dir=cfg.cache_dir,
-        on_progress=on_progress or _noop,
-    )
-
-
-@dataclass(frozen=True)
-class StoreView:
-    """What evaluation reads from the store: the labelled images, the current model and the
-    recorded versions asked for (in order)."""
-
-    items: list[LabelledImage]
-    current: ModelRecord | None
-    records: list[ModelRecord]
-
-
-async def read_store_view(db: Database, versions: Sequence[str] = ()) -> StoreView:
-    """The labelled images, the current model and the records of ``versions``.
-
-    Raises:
-        UnknownModel: a requested version that is not recorded.
-    """
-    from store.queries.models import get_model
-
-    items = await list_labelled_images(db)
-    current = await get_current_model(db)
-    records = []
-    for version in versions:
-        record = await get_model(db, version)
-        if record is None:
-            raise UnknownModel(f"no model version {version!r} (see `memetag models`)")
-        records.append(record)
-    return StoreView(items, current, records)

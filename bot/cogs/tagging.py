@@ -2,9 +2,9 @@
 
 The gateway handler only finds the message's images (no I/O) and offers the message to the
 bounded work queue (``bot.queue``); a worker downloads each image through the shared
-downloader, then stores it (the same checks and rows as ingest) and predicts it at the same
-time, and shows the tags once both are done: a tag shown is a post committed. The prediction
-log, the live sender guess and the message -> images links are written after the tag.
+downloader, predicts it, stores it (the same checks and rows as ingest, committed) and only
+then shows the tags: a tag shown is a post committed. The prediction log, the live sender
+guess and the message -> images links are written after the tag.
 """
 
 from __future__ import annotations
@@ -279,7 +279,7 @@ class Tagging(commands.Cog):
         outcomes = await asyncio.gather(*(self._one(message, ref) for ref in refs))
         for outcome in outcomes:
             if outcome.error:
-                self.stats.images_rejected += 1
+                self.stats.images_rejected += outcome.stored is None
                 log.info(
                     "message %s in #%s, image %d: %s",
                     message.id,
@@ -335,22 +335,26 @@ class Tagging(commands.Cog):
             must_sniff=ref.media_hint != "attachment",
             fallback_urls=ref.fallback_urls,
         )
-        store = asyncio.ensure_future(self._store(post, data))
+        # Predict, then store and commit, then (in the caller) tag: a tag shown is a post
+        # committed. Measured on 2 cores with the default model and 1 MP JPEGs, the store
+        # (checks, fsync'd file, commit) adds ~15 ms after the prediction; running the two at
+        # once was slower (p95 106 ms against 86 ms), as the store's decode competes with the
+        # model for the same cores.
         predictor = deps.models.predictor if deps.models.ready else None
-        predict = asyncio.ensure_future(self._predict(predictor, data)) if predictor else None
+        if predictor is not None:
+            try:
+                outcome.result = await self._predict(predictor, data)
+                self.stats.images_predicted += 1
+            except Exception as exc:  # noqa: BLE001 - the store's checks give the reason
+                log.debug("message %s image %d not predicted: %s", message.id, ref.position, exc)
         try:
-            outcome.stored = await store
+            outcome.stored = await self._store(post, data)
         except IngestError as exc:
             outcome.error = _reason(exc)
-            if predict is not None:
-                predict.cancel()
+            outcome.result = None
             return outcome
-        if predict is not None:
-            try:
-                outcome.result = await predict
-                self.stats.images_predicted += 1
-            except Exception as exc:  # noqa: BLE001 - stored but not predicted: still a post
-                outcome.error = f"not predicted: {exc}"
+        if predictor is not None and outcome.result is None:
+            outcome.error = "stored, but the model could not read it"
         return outcome
 
     async def _store(self, post, data: bytes) -> StoredPost:

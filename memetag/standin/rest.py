@@ -108,6 +108,7 @@ class RecordedRequest:
     body: Any = None
     files: list[str] = field(default_factory=list)
     status: int = 0
+    at: float = field(default_factory=time.monotonic)  # when it arrived (time.monotonic)
 
     def __str__(self) -> str:
         return f"{self.method} {self.path} -> {self.status}"

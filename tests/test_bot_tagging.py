@@ -554,3 +554,64 @@ async def test_channels_come_from_the_store_and_a_disabled_one_is_not_watched(st
         )
         await world.settle()
         assert await rows(world, "SELECT COUNT(*) FROM posts") == [(0,)]
+
+
+async def test_no_permission_to_reply_is_logged_once_and_posts_are_still_stored(
+    standin, tmp_path, caplog
+):
+    import discord
+
+    caplog.set_level(logging.INFO, logger="bot")
+    async with bot_world(standin, tmp_path / "data", mode="reply") as world:
+        await standin.set_overwrite(
+            standin.channel, standin.bot_role, deny=discord.Permissions(send_messages=True)
+        )
+        for i in range(2):
+            await standin.post_message(
+                standin.channel, world.members[0], attachments=[(f"{i}.jpg", jpeg(600 + i))]
+            )
+        await world.settle()
+        assert standin.bot_messages() == []
+        assert await rows(world, "SELECT COUNT(*) FROM posts WHERE status = 'stored'") == [(2,)]
+        assert await rows(world, "SELECT COUNT(*) FROM predictions") == [(2,)]
+        said = [r for r in caplog.records if "cannot reply in channel" in r.getMessage()]
+        assert len(said) == 1
+
+
+# -- what the reply looks like ---------------------------------------------------------------------
+
+
+def test_reply_text_shapes():
+    from bot.render import ShownImage, reply_text
+
+    one = ShownImage(
+        labels=[("social_media", 0.914), ("meme", 0.4)],
+        sender="Person *A*",
+        sender_probability=0.62,
+        emojis=EMOJIS,
+    )
+    assert reply_text([one]) == (
+        r"🐦 social media 91% · 😂 meme 40% — looks like something Person \*A\* would post (62%)"
+    )
+    unsure = ShownImage(labels=[("photo", 0.55)], sender=None, sender_probability=0.3)
+    hidden = ShownImage(labels=[("meme", 0.8)], spoiler=True)
+    assert reply_text([unsure, hidden], emojis=EMOJIS) == "1. 📷 photo 55%\n2. ||😂 meme 80%||"
+    corrected = ShownImage(labels=[("meme", None)], emojis=EMOJIS)
+    assert reply_text([corrected], corrected=True) == "😂 meme ✓"
+    other = ShownImage(labels=[], sender="other", sender_probability=0.9)
+    assert reply_text([other]) == "no tags"
+    many = [ShownImage(labels=[("meme", 0.5)] * 40, emojis=EMOJIS)] * 10
+    assert len(reply_text(many)) <= 1900
+
+
+def test_emoji_maps_accept_the_variation_selector_either_way(tmp_path):
+    from bot.render import emoji_label, label_emoji, reaction_emojis
+    from memetag.config import AppConfig
+
+    cfg = AppConfig()
+    assert label_emoji(cfg)["comic_strip"] == "🗯️"
+    by_emoji = emoji_label(cfg)
+    assert by_emoji["🗯️"] == by_emoji["🗯"] == "comic_strip"
+    assert by_emoji["😂"] == "meme"
+    ranked = reaction_emojis([("meme", 0.2), ("photo", 0.9), ("meme", 0.7)], EMOJIS, 2)
+    assert ranked == ["📷", "😂"]

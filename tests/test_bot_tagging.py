@@ -615,3 +615,49 @@ def test_emoji_maps_accept_the_variation_selector_either_way(tmp_path):
     assert by_emoji["😂"] == "meme"
     ranked = reaction_emojis([("meme", 0.2), ("photo", 0.9), ("meme", 0.7)], EMOJIS, 2)
     assert ranked == ["📷", "😂"]
+
+
+async def test_baseline_tally_matches_a_full_scan(db):
+    """The running tally gives what scanning every post gives, post after post."""
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    from bot.baselines import BaselineTally
+    from store.queries.bot import get_baselines
+    from store.queries.posts import StoredImage, insert_posts, record_stored
+    from store.rows import NewPost
+
+    rng = random.Random(3)
+    now = datetime.now(UTC)
+    people = ["Person A", "Person B", "Person C", "Person D"]
+
+    async def add(i: int, days_ago: float, stored: bool = True) -> tuple[int, str]:
+        author = rng.choice(people)
+        post = NewPost(
+            "discord",
+            f"{i}:0",
+            "c",
+            None,
+            "discord",
+            author,
+            author,
+            now - timedelta(days=days_ago),
+            None,
+            None,
+        )
+        await insert_posts(db, [post], {})
+        row = await db.fetchone("SELECT id FROM posts WHERE source_id = ?", (f"{i}:0",))
+        if stored:
+            image = StoredImage(f"{i:064x}", "0" * 16, 1, 1, "PNG", "png", 1)
+            await record_stored(db, row["id"], image)
+        return row["id"], author
+
+    for i in range(40):  # history: some old, some recent, some never stored
+        await add(i, rng.uniform(0, 90), stored=rng.random() > 0.1)
+    tally = BaselineTally(db, reload_s=1e9)
+    for i in range(40, 80):
+        post_id, author = await add(i, 0)
+        expected = await get_baselines(db, post_id, now)
+        assert await tally.guess(post_id, author, now, now) == expected, i
+        if i % 10 == 0:  # a guess repeated for a post already counted changes nothing
+            assert await tally.guess(post_id, author, now, now) == expected

@@ -16,10 +16,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import discord
 from discord.ext import commands, tasks
 
+from bot.baselines import BaselineTally
 from bot.deps import Deps
 from bot.queue import WorkQueue
 from bot.render import ShownImage, label_emoji, reaction_emojis, reply_text
@@ -28,6 +30,7 @@ from ingest.errors import IngestError
 from memetag.services.media import StoredPost, discord_post, store_fetched_image
 from store.queries.bot import (
     TaggedImage,
+    get_post_author,
     get_reply_id,
     insert_live_guess,
     list_bot_channels,
@@ -165,6 +168,7 @@ class Tagging(commands.Cog):
         self.emojis = label_emoji(deps.cfg)
         self.modes: dict[str, str] = dict(cfg.channels)
         self.stats = TaggingStats()
+        self.baselines = BaselineTally(deps.db)
         self._taken = _Remembered(_REMEMBERED)
         self._deleted = _Remembered(_REMEMBERED)
         self._shown: OrderedDict[int, list[ShownImage]] = OrderedDict()  # message -> its reply
@@ -468,13 +472,19 @@ class Tagging(commands.Cog):
                 result.sender,
                 result.sender_probability,
             )
+            post_id = outcome.stored.post_id
+            author = await get_post_author(db, post_id)
+            now = datetime.now(UTC)
             await insert_live_guess(
                 db,
-                post_id=outcome.stored.post_id,
+                post_id=post_id,
                 guild_id=guild_id,
                 model_version=result.model_version,
                 guess=result.sender,
                 guess_probability=result.sender_probability,
+                author=author,
+                baselines=await self.baselines.guess(post_id, author, message.created_at, now),
+                now=now,
             )
 
 

@@ -11,8 +11,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import aiosqlite
-
 from store.db import Database, utcnow
 from store.queries._convert import to_iso
 
@@ -186,21 +184,80 @@ async def list_tagged_image_ids(db: Database, message_id: str) -> set[int]:
 # -- live guesses and running accuracy --------------------------------------------------------
 
 
-async def _top_author(
-    conn: aiosqlite.Connection, exclude_post: int, since: str | None
-) -> str | None:
+async def _top_author(db: Database, exclude_post: int, since: str | None) -> str | None:
     where = "p.image_id IS NOT NULL AND p.author_id IS NOT NULL AND p.id != ?"
     params: list[object] = [exclude_post]
     if since is not None:
         where += " AND p.posted_at >= ?"
         params.append(since)
-    async with conn.execute(
+    row = await db.fetchone(
         f"SELECT pe.name FROM posts p JOIN people pe ON pe.id = p.author_id WHERE {where}"
         " GROUP BY p.author_id ORDER BY COUNT(*) DESC, pe.name LIMIT 1",
-        params,
-    ) as cur:
-        row = await cur.fetchone()
+        tuple(params),
+    )
     return row[0] if row else None
+
+
+async def get_post_author(db: Database, post_id: int) -> str | None:
+    """The store's name for a post's author (None when the post has none)."""
+    row = await db.fetchone(
+        "SELECT pe.name FROM posts p JOIN people pe ON pe.id = p.author_id WHERE p.id = ?",
+        (post_id,),
+    )
+    return row[0] if row else None
+
+
+@dataclass(frozen=True)
+class AuthorCounts:
+    """Stored image posts per author name among posts with ids up to ``up_to_id``;
+    ``uncounted`` are the ids up to it that had no image yet (pending, failed, not images)."""
+
+    up_to_id: int
+    counts: dict[str, int]
+    uncounted: frozenset[int]
+
+
+async def count_posts_by_author(db: Database) -> AuthorCounts:
+    """The per-author tally behind the majority baseline (one statement: one snapshot)."""
+    rows = await db.fetchall(
+        "WITH top AS (SELECT COALESCE(MAX(id), 0) AS m FROM posts)"
+        " SELECT 'top', NULL, m FROM top"
+        " UNION ALL SELECT 'count', pe.name, COUNT(*) FROM posts p"
+        "   JOIN people pe ON pe.id = p.author_id, top"
+        "   WHERE p.image_id IS NOT NULL AND p.id <= top.m GROUP BY p.author_id"
+        " UNION ALL SELECT 'missing', NULL, p.id FROM posts p, top"
+        "   WHERE p.id <= top.m AND (p.image_id IS NULL OR p.author_id IS NULL)"
+    )
+    up_to = 0
+    counts: dict[str, int] = {}
+    missing: set[int] = set()
+    for kind, name, value in rows:
+        if kind == "top":
+            up_to = int(value)
+        elif kind == "count":
+            counts[name] = int(value)
+        else:
+            missing.add(int(value))
+    return AuthorCounts(up_to, counts, frozenset(missing))
+
+
+async def list_posts_since(
+    db: Database, since: datetime, up_to_id: int
+) -> list[tuple[str, str, int]]:
+    """(posted_at ISO, author name, post id) of stored image posts since ``since``, oldest first."""
+    rows = await db.fetchall(
+        "SELECT p.posted_at, pe.name, p.id FROM posts p JOIN people pe ON pe.id = p.author_id"
+        " WHERE p.image_id IS NOT NULL AND p.posted_at >= ? AND p.id <= ? ORDER BY p.posted_at",
+        (to_iso(since), up_to_id),
+    )
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def get_baselines(db: Database, post_id: int, now: datetime) -> Baselines:
+    """The two baseline guesses for a post: counted over every other stored post with an
+    author (the history the model learnt from). Reads only: no write lock is held."""
+    since = to_iso(now - timedelta(days=RECENT_DAYS))
+    return Baselines(await _top_author(db, post_id, None), await _top_author(db, post_id, since))
 
 
 async def insert_live_guess(
@@ -211,26 +268,23 @@ async def insert_live_guess(
     model_version: str | None,
     guess: str | None,
     guess_probability: float | None,
+    author: str | None,
+    baselines: Baselines | None = None,
     now: datetime | None = None,
 ) -> Baselines:
     """Log the model's sender guess for a live post beside the baselines as they stand now.
 
-    The author is the post's own (the store's person name, as the sender head names people).
-    Baselines count every other stored post with an author: the same history the model learnt
-    from. A post is guessed once; a second call leaves the first row.
+    Args:
+        author: the post's author as the store names them (the sender head's names).
+        baselines: computed by the caller (a running tally, see ``bot.baselines``); by default
+            :func:`get_baselines`, exact but a scan of every post.
+
+    A post is guessed once; a second call leaves the first row.
     """
     now = now or datetime.now(UTC)
-    since = to_iso(now - timedelta(days=RECENT_DAYS))
+    if baselines is None:
+        baselines = await get_baselines(db, post_id, now)
     async with db.transaction() as conn:
-        async with conn.execute(
-            "SELECT pe.name FROM posts p LEFT JOIN people pe ON pe.id = p.author_id WHERE p.id = ?",
-            (post_id,),
-        ) as cur:
-            row = await cur.fetchone()
-        author = row[0] if row else None
-        baselines = Baselines(
-            await _top_author(conn, post_id, None), await _top_author(conn, post_id, since)
-        )
         await conn.execute(
             "INSERT OR IGNORE INTO live_guesses (post_id, guild_id, model_version, author, guess,"
             " guess_probability, majority_guess, recent_guess, created_at)"

@@ -27,6 +27,27 @@ log = logging.getLogger(__name__)
 COGS: tuple[str, ...] = ("bot.cogs.tagging", "bot.cogs.corrections")
 
 
+def invite_permissions() -> discord.Permissions:
+    """What the bot needs in a watched channel: see it, read its history (Discord requires it
+    to react), add reactions, send replies, also inside threads."""
+    return discord.Permissions(
+        view_channel=True,
+        read_message_history=True,
+        add_reactions=True,
+        send_messages=True,
+        send_messages_in_threads=True,
+    )
+
+
+def invite_url(application_id: int | str) -> str:
+    """The OAuth2 link that adds the bot to a server with :func:`invite_permissions`."""
+    return discord.utils.oauth_url(
+        int(application_id),
+        permissions=invite_permissions(),
+        scopes=("bot", "applications.commands"),
+    )
+
+
 class BotError(MemetagError):
     """The bot could not start or run (shown as one line; never contains the token)."""
 

@@ -25,7 +25,8 @@ from tests.helpers.imagegen import make_image
 
 pytest_plugins = ["tests.helpers.standin_fixtures"]
 
-SECRET = "MTIzNDU2Nzg5.secret-token-never-shown"
+# The first part of a bot token is its application id in base64 ("123456789012345678").
+SECRET = "MTIzNDU2Nzg5MDEyMzQ1Njc4.secret-token-never-shown"
 CONFIG = textwrap.dedent(
     """
     [model]
@@ -98,6 +99,10 @@ def test_check_with_token_and_model_never_shows_the_token(project, capsys, monke
     assert code == 0, out
     assert "token: DISCORD_TOKEN is set" in out
     assert "model: v-test: loads (3 labels, 3 senders)" in out
+    assert (
+        "invite: https://discord.com/oauth2/authorize?client_id=123456789012345678"
+        "&scope=bot+applications.commands&permissions=274877975616" in out
+    )
     assert out.rstrip().endswith("ok: ready to run `memetag bot`")
     assert SECRET not in out + err
 
@@ -108,6 +113,15 @@ def test_check_reports_a_model_that_does_not_load(project, capsys, monkeypatch):
     code, out, err = run_cli(capsys, "bot", "--check")
     assert code == 1 and "model: v-test does not load" in out
     assert SECRET not in out + err
+
+
+def test_invite_permissions_are_what_tagging_needs():
+    from bot.app import invite_permissions
+
+    perms = invite_permissions()
+    # 1024 view + 65536 read history + 64 add reactions + 2048 send + 2**38 send in threads
+    assert perms.value == 1024 + 65536 + 64 + 2048 + 2**38 == 274877975616
+    assert not perms.administrator and not perms.manage_messages and not perms.mention_everyone
 
 
 def test_bot_without_token_is_one_line(project, capsys):

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import re
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,6 +49,7 @@ _LINK = re.compile(
     re.I,
 )
 _REMEMBERED = 20_000  # (message, position) pairs remembered as taken, and deleted message ids
+_TIMINGS = 10_000
 _USER_MESSAGES = (discord.MessageType.default, discord.MessageType.reply)
 
 
@@ -82,10 +83,11 @@ class TaggingStats:
     images_predicted: int = 0
     tags_shown: int = 0
     deleted_before_tag: int = 0
-    # Seconds from the worker picking a message up to its tag, and for the parts of it.
-    tag_s: list[float] = field(default_factory=list)
-    store_s: list[float] = field(default_factory=list)
-    predict_s: list[float] = field(default_factory=list)
+    # Seconds from the worker picking a message up to its tag, and for the parts of it
+    # (the most recent ones, for status and the benchmark).
+    tag_s: deque[float] = field(default_factory=lambda: deque(maxlen=_TIMINGS))
+    store_s: deque[float] = field(default_factory=lambda: deque(maxlen=_TIMINGS))
+    predict_s: deque[float] = field(default_factory=lambda: deque(maxlen=_TIMINGS))
 
 
 def find_images(message: discord.Message, limit: int) -> list[ImageRef]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import logging
 import os
 from pathlib import Path
@@ -116,6 +117,17 @@ async def _check(cfg: AppConfig) -> int:
                     f"{len(ckpt.senders)} senders)"
                 )
 
+    from bot.app import invite_permissions, invite_url
+
+    app_id = _application_id(cfg.discord_token)
+    if app_id is not None:
+        print(f"invite: {invite_url(app_id)}")
+    else:
+        print(
+            "invite: https://discord.com/oauth2/authorize?client_id=<application id>"
+            f"&scope=bot+applications.commands&permissions={invite_permissions().value}"
+        )
+
     bot = cfg.bot
     listed = ", ".join(f"{cid} {mode}" for cid, mode in bot.channels.items()) or "none listed"
     print(f"channels: {listed}; other channels: {bot.default_mode}")
@@ -125,6 +137,18 @@ async def _check(cfg: AppConfig) -> int:
         return 1
     print("ok: ready to run `memetag bot`")
     return 0
+
+
+def _application_id(token: str | None) -> int | None:
+    """A bot token's first part is its user id (= the application id) in base64."""
+    if not token:
+        return None
+    head = token.split(".", 1)[0]
+    try:
+        decoded = base64.b64decode(head + "=" * (-len(head) % 4), validate=False).decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return int(decoded) if decoded.isdigit() and 15 <= len(decoded) <= 21 else None
 
 
 def _creatable(path: Path) -> bool:

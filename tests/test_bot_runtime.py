@@ -10,7 +10,9 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -275,3 +277,54 @@ async def test_message_content_intent_not_enabled_says_where_to_enable_it(tmp_pa
                     ),
                     30,
                 )
+
+
+BOOT = """
+import sys, yarl, discord
+discord.http.Route.BASE = sys.argv[1] + "/api/v10"
+discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(sys.argv[2])
+from memetag.cli import main
+sys.exit(main(["--config", "config.toml", "--data", "data", "bot"]))
+"""
+
+
+async def test_memetag_bot_command_runs_and_stops_on_sigterm(standin, project):
+    """The real command in its own process: connects, keeps the private-address guard,
+    says why it tags nothing, never prints the token, and exits 0 on SIGTERM."""
+
+    config = CONFIG.replace("123456789012345678", str(standin.channel.id))
+    (project / "config.toml").write_text(config, encoding="utf-8")
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "DISCORD_TOKEN": standin.token, "PYTHONPATH": root}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        BOOT,
+        standin.api_url.removesuffix("/api/v10"),
+        standin.gateway_url,
+        cwd=project,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await standin.wait_for(lambda: standin.gateway.connected or proc.returncode is not None, 60)
+        author = await standin.add_member("Person A")
+        await standin.post_message(
+            standin.channel, author, attachments=[("a.jpg", make_image("JPEG"))]
+        )
+        await asyncio.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = err.decode()
+    assert proc.returncode == 0, text
+    assert standin.gateway.identify_count == 1
+    assert "not tagging: no trained model yet" in text
+    assert "private_address" in text  # 127.0.0.1 is refused outside tests
+    assert "stopping" in text
+    assert standin.token not in text + out.decode()
+    assert "voice will NOT be supported" not in text

@@ -57,6 +57,13 @@ class _Redact(logging.Filter):
         return True
 
 
+class _NoVoiceNotice(logging.Filter):
+    """discord.py warns at every start that voice support is missing; the bot has no voice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "voice will NOT be supported" not in record.getMessage()
+
+
 def handle_bot(args: argparse.Namespace, cfg: AppConfig) -> int:
     if args.check:
         return run_async(_check(cfg))
@@ -65,6 +72,7 @@ def handle_bot(args: argparse.Namespace, cfg: AppConfig) -> int:
         raise UserError(NO_TOKEN)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_Redact(token))
+        handler.addFilter(_NoVoiceNotice())
     if not args.verbose:
         # What the bot does (connected, model swaps, skipped images) is worth seeing.
         for name in ("bot", "memetag"):

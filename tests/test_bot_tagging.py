@@ -661,3 +661,24 @@ async def test_baseline_tally_matches_a_full_scan(db):
         assert await tally.guess(post_id, author, now, now) == expected, i
         if i % 10 == 0:  # a guess repeated for a post already counted changes nothing
             assert await tally.guess(post_id, author, now, now) == expected
+
+
+async def test_a_rewritten_model_file_is_swapped_in(standin, tmp_path, caplog):
+    import os
+
+    from classifier.checkpoint import save_checkpoint
+    from tests.ml_helpers import make_checkpoint
+
+    caplog.set_level(logging.INFO, logger="bot")
+    async with bot_world(standin, tmp_path / "data", mode="react", model_poll_s=0.05) as world:
+        data = jpeg(700)
+        before = await predicted(world, data)
+        path = world.cfg.models_dir / "v-test.pt"
+        stat = path.stat()
+        ckpt = make_checkpoint(world.cfg.model, version="v-test", finetuned=True, seed=5)
+        save_checkpoint(ckpt, path)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        loads = lambda: [r for r in caplog.records if "tagging with model v-test" in r.getMessage()]  # noqa: E731
+        await world.until(lambda: len(loads()) == 2)
+        after = await predicted(world, data)
+        assert after.labels != before.labels

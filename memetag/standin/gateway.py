@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -140,6 +141,10 @@ class Gateway:
         # When each heartbeat arrived (loop time): a client whose event loop is blocked sends
         # them late, since discord.py's heartbeat thread hands each one to the loop.
         self.heartbeat_times: list[float] = []
+        # (event, the payload's "id", time.monotonic() once its frame was written) for every
+        # dispatch written to a live connection: the start of a benchmark's latency.
+        self.sent_times: list[tuple[str, str | None, float]] = []
+        self._heartbeat_waiters: list[asyncio.Future[float]] = []
         self.sessions: dict[str, Session] = {}
         self.connections: set[Connection] = set()
         self.identify_count = 0
@@ -193,7 +198,10 @@ class Gateway:
                 payload = shape(session, payload)
                 if payload is None:
                     continue
+            live = session.connection is not None
             await session.send(event, payload)
+            if live and session.connection is not None:
+                self.sent_times.append((event, payload.get("id"), time.monotonic()))
 
     @staticmethod
     def strip_content(payload: dict[str, Any]) -> dict[str, Any]:
@@ -219,6 +227,33 @@ class Gateway:
     async def send_op(self, op: int, data: Any = None) -> None:
         for connection in list(self.connections):
             await connection.send_text(json.dumps({"op": op, "d": data}))
+
+    async def request_heartbeat(self, timeout: float = 10.0) -> float | None:
+        """Ask the bot for a heartbeat now (op 1, as Discord may) and time its answer.
+
+        Returns the seconds from writing the request to reading the bot's heartbeat, or None
+        with no connection or no answer within ``timeout``. The client answers from its
+        event loop after every frame sent before, so this is the gateway's view of how long a
+        busy bot takes to answer; a heartbeat the client sends on its own schedule in between
+        would be taken for the answer, so keep the interval long while probing.
+        """
+        session = self.session
+        connection = session.connection if session is not None else None
+        if connection is None:
+            return None
+        waiter: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._heartbeat_waiters.append(waiter)
+        sent = time.monotonic()  # before the write (and its lock): never too short
+        try:
+            if not await connection.send_text('{"op":1,"d":null}'):
+                return None
+            received = await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            if waiter in self._heartbeat_waiters:
+                self._heartbeat_waiters.remove(waiter)
+        return received - sent
 
     async def send_sync(self) -> Connection | None:
         """Send the sync sentinel on the bot's connection; returns that connection, if any.
@@ -281,6 +316,11 @@ class Gateway:
         if op == 1:
             self.heartbeat_count += 1
             self.heartbeat_times.append(asyncio.get_running_loop().time())
+            received = time.monotonic()
+            for waiter in self._heartbeat_waiters:
+                if not waiter.done():
+                    waiter.set_result(received)
+            self._heartbeat_waiters.clear()
             await connection.send_text('{"op":11}')
         elif op == 2:
             await self._identify(connection, data)

@@ -1,0 +1,66 @@
+"""bench/bot.py works: a quick run (tiny model, a few posts) writes every key other tools read.
+
+The figures of a quick run mean nothing; the full run (``.venv/bin/python bench/bot.py``) makes
+bench/results/bot.json.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import torch
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "bot.py"
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("bench_bot", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def test_quick_run_writes_the_keys_with_positive_numbers(tmp_path):
+    bench = _load_bench()
+    out = tmp_path / "bot.json"
+    threads = torch.get_num_threads()
+    try:
+        # In this process (torch and discord.py are imported once); it runs a real bot.
+        assert bench.main(["--quick", "--mode", "reply", "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    result = json.loads(out.read_text())
+
+    for key in ("tag_latency_ms", "bare_predict_ms"):
+        assert _positive(result[key]["p50"]) and _positive(result[key]["p95"]), key
+        assert result[key]["p50"] <= result[key]["p95"]
+    assert result["tag_latency_ms"]["n"] == result["settings"]["posts"] == 5
+    burst = result["burst"]
+    assert burst["images"] == 8 and burst["dropped"] == 0
+    for key in (
+        "images_per_s",
+        "predict_files_images_per_s",
+        "ratio",
+        "heartbeat_ms_max",
+    ):
+        assert _positive(burst[key]), key
+    assert burst["heartbeat_requests"] >= 1 and burst["heartbeat_unanswered"] == 0
+    assert burst["ratio"] == burst["images_per_s"] / burst["predict_files_images_per_s"]
+    assert set(result["passed"]) == {
+        "tag_latency_p95",
+        "tag_p95_vs_bare_predict_p95",
+        "burst_ratio",
+        "heartbeat",
+    }
+    assert all(isinstance(v, bool) for v in result["passed"].values())
+    assert result["targets"]["tag_latency_p95_ms"] == 150.0
+    assert result["machine"]["torch_threads"] == 2
+    assert result["settings"]["mode"] == "reply"
+    assert "bench/bot.py --quick" in result["command"]

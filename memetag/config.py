@@ -87,6 +87,27 @@ class BotConfig:
     drain_timeout_s: float = 10.0
     model_poll_s: float = 30.0
     sender_in_reply: bool = True
+    # Slash commands: registered per guild on start ("guild", at once) or globally ("global").
+    command_sync: str = "guild"
+    # Channel id for retrain outcomes and other notices ("" = none).
+    log_channel: str = ""
+    # Retrain by itself after this many new member votes (0 = only when an admin asks).
+    retrain_after_votes: int = 0
+    # Channel id where `/tagger review` posts ("" = a thread in the channel it was asked in).
+    review_channel: str = ""
+    # Share of review picks drawn at random rather than by uncertainty (exploration).
+    review_random_share: float = 0.1
+    # Largest CSV `/tagger export` attaches (Discord's upload limit for a server without boosts).
+    export_max_bytes: int = 10 * 1024 * 1024
+    # Backfill: most users fetched per label-emoji reaction when turning reactions into votes.
+    backfill_reaction_users: int = 100
+    # Logging: level, and one JSON object per line for log shippers.
+    log_level: str = "INFO"
+    log_json: bool = False
+    # Sharding: 0 = one process, no sharding. With shard_count N, this process runs shard_ids
+    # (empty = all N) with discord.py's AutoShardedBot; run one process per shard range.
+    shard_count: int = 0
+    shard_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -157,6 +178,14 @@ def _build_section(origin: str, name: str, cls: type, table: Any) -> Any:
         table = dict(table)
         channels = _parse_channels(origin, table.pop("channels"))
         return dataclasses.replace(_build_section(origin, name, cls, table), channels=channels)
+    if cls is BotConfig and "shard_ids" in table:
+        table = dict(table)
+        ids = table.pop("shard_ids")
+        if not isinstance(ids, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in ids
+        ):
+            raise ConfigError(f"{origin}: [bot] shard_ids must be a list of shard numbers")
+        return dataclasses.replace(_build_section(origin, name, cls, table), shard_ids=tuple(ids))
     hints = {f.name: f.type for f in dataclasses.fields(cls)}
     types = {"int": int, "float": float, "str": str, "bool": bool}
     values = {}
@@ -241,6 +270,27 @@ def _validate_ranges(origin: str, cfg: AppConfig) -> None:
         ),
         (cfg.bot.drain_timeout_s >= 0, "[bot] drain_timeout_s must be 0 or more"),
         (cfg.bot.model_poll_s > 0, "[bot] model_poll_s must be positive"),
+        (
+            cfg.bot.command_sync in ("guild", "global"),
+            '[bot] command_sync must be "guild" or "global"',
+        ),
+        (cfg.bot.retrain_after_votes >= 0, "[bot] retrain_after_votes must be 0 or more"),
+        (
+            0 <= cfg.bot.review_random_share <= 1,
+            "[bot] review_random_share must be between 0 and 1",
+        ),
+        (cfg.bot.export_max_bytes >= 1, "[bot] export_max_bytes must be at least 1"),
+        (cfg.bot.backfill_reaction_users >= 0, "[bot] backfill_reaction_users must be 0 or more"),
+        (
+            cfg.bot.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
+            '[bot] log_level must be "DEBUG", "INFO", "WARNING" or "ERROR"',
+        ),
+        (cfg.bot.shard_count >= 0, "[bot] shard_count must be 0 or more"),
+        (
+            all(0 <= i < max(cfg.bot.shard_count, 1) for i in cfg.bot.shard_ids)
+            and (not cfg.bot.shard_ids or cfg.bot.shard_count > 0),
+            "[bot] shard_ids must be shard numbers below shard_count",
+        ),
         (cfg.train.sender_c >= 0, "[train] sender_c must be 0 or more"),
         (cfg.train.sender_category_c >= 0, "[train] sender_category_c must be 0 or more"),
         (

@@ -59,6 +59,12 @@ def test_config_toml_documents_every_key():
         ("[model]\nbatch_size = 0\n", "[model] batch_size must be at least 1"),
         ("[train]\nfinetune_epochs = 0\n", "[train] finetune_epochs must be at least 1"),
         ("[train]\nsender_target_precision = 1.5\n", "sender_target_precision must be"),
+        ("[bot]\ncommand_sync = 'everywhere'\n", '[bot] command_sync must be "guild"'),
+        ("[bot]\nreview_random_share = 2.0\n", "review_random_share must be between 0 and 1"),
+        ("[bot]\nshard_ids = [0, 'x']\n", "[bot] shard_ids must be a list of shard numbers"),
+        ("[bot]\nshard_count = 2\nshard_ids = [2]\n", "shard_ids must be shard numbers below"),
+        ("[bot]\nshard_ids = [0]\n", "shard_ids must be shard numbers below"),
+        ("[bot]\nlog_level = 'LOUD'\n", "[bot] log_level must be"),
     ],
 )
 def test_bad_config_is_one_clear_line(tmp_path, toml, message):

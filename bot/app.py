@@ -18,13 +18,23 @@ import discord
 from discord.ext import commands
 
 from bot.deps import Deps, open_deps
+from bot.tagger import TAGGER
 from memetag.config import AppConfig
 from memetag.errors import MemetagError
 
 log = logging.getLogger(__name__)
 
 # One module per concern; a module that is not installed (yet) is skipped.
-COGS: tuple[str, ...] = ("bot.cogs.tagging", "bot.cogs.corrections")
+COGS: tuple[str, ...] = (
+    "bot.cogs.tagging",
+    "bot.cogs.corrections",
+    "bot.cogs.admin",
+    "bot.cogs.retrain",
+    "bot.cogs.review",
+    "bot.cogs.backfill",
+    "bot.cogs.privacy",
+    "bot.cogs.insights",
+)
 
 
 def invite_permissions() -> discord.Permissions:
@@ -89,6 +99,9 @@ class MemetagBot(commands.Bot):
                 continue
             await self.load_extension(name)
             self.loaded_cogs.append(name)
+        # /tagger: the cogs above add their subcommands to this one shared group at import.
+        if TAGGER.commands and self.tree.get_command(TAGGER.name) is None:
+            self.tree.add_command(TAGGER)
         if self._sync_commands and self.tree.get_commands():
             await self.tree.sync()
 

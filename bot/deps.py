@@ -18,6 +18,7 @@ import aiohttp
 
 from ingest.download import Downloader, create_session
 from memetag.config import AppConfig
+from memetag.services.media import warm_up
 from memetag.services.models import ModelChoice, build_predictor, current_model, load_model
 from store.db import Database, open_database
 from store.files import ImageFiles
@@ -160,4 +161,6 @@ async def open_deps(
         models = ModelHolder(cfg, db)
         stack.push_async_callback(models.aclose)
         await models.refresh()
+        # The image checks' lazy imports now, not under the first live image.
+        await warm_up()
         yield Deps(cfg, db, files, session, downloader, models)

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import tempfile
-from contextlib import aclosing
 from pathlib import Path
 
 from memetag.commands._common import UserError, print_json, run_async
 from memetag.commands._text import shown
 from memetag.config import AppConfig
 
-EXPORT_HEADER = ["filename", "sender", "timestamp", "source", "labels", "conversation", "url"]
-# A spreadsheet runs a cell starting with one of these as a formula (OWASP's CSV injection
-# list); member-chosen names and URLs must not, so such cells are prefixed with an apostrophe.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# The row writer lives in memetag.services.export, shared with the bot's `/tagger export`.
+from memetag.services.export import EXPORT_HEADER, FORMULA_STARTS, neutralise_cell
+
+__all__ = ["EXPORT_HEADER", "FORMULA_STARTS", "neutralise_cell", "register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,41 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(handler=handle_stats)
 
 
-def _fmt_ts(ts) -> str:
-    return ts.isoformat().replace("+00:00", "Z") if ts else ""
-
-
-def neutralise_cell(value: str) -> str:
-    """``value`` with an apostrophe in front if a spreadsheet would read it as a formula."""
-    return "'" + value if value.startswith(FORMULA_STARTS) else value
-
-
 async def _write_rows(cfg: AppConfig, out, *, raw: bool) -> int:
+    from memetag.services.export import write_export_csv
     from store.db import open_database
-    from store.queries.reports import iter_export_rows
 
-    # RFC 4180 "\r\n" rows: the csv module quotes a cell only when it holds a character of the
-    # line terminator, so with "\n" rows a name holding a lone "\r" would split its row.
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(EXPORT_HEADER)
-    n = 0
-    async with (
-        open_database(cfg.db_path, readonly=True) as db,
-        aclosing(iter_export_rows(db)) as rows,
-    ):
-        async for r in rows:
-            cells = [
-                r.filename,
-                r.sender or "",
-                _fmt_ts(r.timestamp),
-                r.source,
-                " ".join(r.labels),
-                r.conversation or "",
-                r.url or "",
-            ]
-            writer.writerow(cells if raw else [neutralise_cell(c) for c in cells])
-            n += 1
-    return n
+    async with open_database(cfg.db_path, readonly=True) as db:
+        return await write_export_csv(db, out, raw=raw)
 
 
 def handle_export(args: argparse.Namespace, cfg: AppConfig) -> int:

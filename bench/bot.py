@@ -445,6 +445,20 @@ async def _measure(
             "background_busy_cores": round(max(0.0, ((busy1 - busy0) - (own1 - own0)) / wall), 2),
         },
         "targets": dict(TARGETS),
+        "method": {
+            "tag_latency_ms": "stand-in clock: MESSAGE_CREATE frame written -> first reaction "
+            "PUT (react) or reply POST (reply) received; one post at a time, the bot idle",
+            "bare_predict_ms": "await Predictor.predict(same bytes), a second Predictor with the "
+            "bot's settings, interleaved with the posts",
+            "tag_stages_ms": "sent_to_download: stand-in clock to the attachment GET; "
+            "predict_in_bot / store_in_bot: the tagging cog's own timings",
+            "burst.images_per_s": "images / (last first-tag received - first MESSAGE_CREATE "
+            "written); all posted at once",
+            "burst.predict_files_images_per_s": "Predictor.predict_files on the same bytes, "
+            "mean of one run before and one after the burst",
+            "burst.heartbeat_ms_max": "the stand-in asks for a heartbeat (op 1) every 100 ms: "
+            "request written -> heartbeat read, worst during the burst",
+        },
     }
     b = result["burst"]
     result["passed"] = {

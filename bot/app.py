@@ -91,6 +91,16 @@ class MemetagBot(commands.Bot):
         self._cog_modules = tuple(cogs)
         self._sync_commands = sync_commands
         self.loaded_cogs: list[str] = []
+        # [bot] command_sync "guild": each guild gets the commands once it is seen (on ready,
+        # on join); set once the guilds known at ready are done (tests wait on it).
+        self.commands_synced = asyncio.Event()
+        self._synced_guilds: set[int] = set()
+        self._global_cleared = False
+        self._sync_lock = asyncio.Lock()
+
+    @property
+    def guild_sync(self) -> bool:
+        return self._sync_commands and self.deps.cfg.bot.command_sync == "guild"
 
     async def setup_hook(self) -> None:
         for name in self._cog_modules:
@@ -102,12 +112,49 @@ class MemetagBot(commands.Bot):
         # /tagger: the cogs above add their subcommands to this one shared group at import.
         if TAGGER.commands and self.tree.get_command(TAGGER.name) is None:
             self.tree.add_command(TAGGER)
-        if self._sync_commands and self.tree.get_commands():
+        if self._sync_commands and not self.guild_sync and self.tree.get_commands():
             await self.tree.sync()
+            self.commands_synced.set()
+        elif not self._sync_commands:
+            self.commands_synced.set()
 
     async def on_ready(self) -> None:
         guilds = ", ".join(g.name for g in self.guilds) or "no servers yet"
         log.info("connected as %s to %s", self.user, guilds)
+        if self.guild_sync:
+            await self.sync_guild_commands(self.guilds)
+        self.commands_synced.set()
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        if self.guild_sync:
+            await self.sync_guild_commands([guild])
+
+    async def sync_guild_commands(self, guilds: Sequence[discord.Guild]) -> None:
+        """Register the global commands in each guild not done yet (they show at once, where
+        global ones can take an hour), then remove any global registration left from a
+        "global" run so members do not see every command twice."""
+        async with self._sync_lock:
+            for guild in guilds:
+                if guild.id in self._synced_guilds:
+                    continue
+                self.tree.copy_global_to(guild=guild)
+                try:
+                    await self.tree.sync(guild=guild)
+                except discord.HTTPException as exc:
+                    log.warning(
+                        "could not register the commands in guild %s: %s %s",
+                        guild.id,
+                        exc.status,
+                        exc.text,
+                    )
+                    continue
+                self._synced_guilds.add(guild.id)
+            if not self._global_cleared and self.application_id is not None:
+                try:
+                    await self.http.bulk_upsert_global_commands(self.application_id, payload=[])
+                    self._global_cleared = True
+                except discord.HTTPException as exc:
+                    log.warning("could not clear the global commands: %s %s", exc.status, exc.text)
 
     async def drain(self, timeout: float) -> None:
         """Ask every cog that queues work to finish it within ``timeout`` seconds in total."""
@@ -124,6 +171,23 @@ class MemetagBot(commands.Bot):
             await self.drain(timeout)
         finally:
             await self.close()
+
+
+class MemetagShardedBot(MemetagBot, commands.AutoShardedBot):
+    """The same bot on discord.py's AutoShardedBot: this process runs ``shard_ids`` of
+    ``shard_count`` shards (Discord sends it only the guilds whose ``(guild_id >> 22) %
+    shard_count`` is one of them). Several such processes share one data dir."""
+
+
+def create_bot(deps: Deps, **options: object) -> MemetagBot:
+    """A MemetagBot, or a MemetagShardedBot when ``[bot] shard_count`` is set."""
+    settings = deps.cfg.bot
+    if settings.shard_count > 0:
+        options.setdefault("shard_count", settings.shard_count)
+        if settings.shard_ids:
+            options.setdefault("shard_ids", list(settings.shard_ids))
+        return MemetagShardedBot(deps=deps, **options)
+    return MemetagBot(deps=deps, **options)
 
 
 async def run_bot(
@@ -148,7 +212,7 @@ async def run_bot(
             installed.append(sig)
     try:
         async with open_deps(cfg, allow_private=allow_private) as deps:
-            bot = MemetagBot(deps=deps, **(bot_options or {}))
+            bot = create_bot(deps, **(bot_options or {}))
             runner = asyncio.create_task(bot.start(token), name="memetag-bot")
             waiter = asyncio.create_task(stop.wait())
             try:

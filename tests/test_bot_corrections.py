@@ -496,7 +496,7 @@ async def test_product_bot_reply_buttons_fix_tags_and_the_reply_gets_its_check(s
     the picker is ticked with what the model predicted (its own thresholds), and a fix lands."""
     async with bot_world(standin, tmp_path / "data", mode="reply") as world:
         person_a, person_b = world.members
-        assert "Fix tags" in [c["name"] for c in standin.registered_commands()]
+        assert "Fix tags" in [c["name"] for c in standin.registered_commands(standin.guild)]
         data = make_image("JPEG", (96, 80), seed=5)
         message = await standin.post_message(
             standin.channel, person_a, "look", attachments=[("a.jpg", data)]

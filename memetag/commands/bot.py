@@ -39,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="check the config, the token's presence, the model and the data dir, then exit "
         "without connecting",
     )
+    p.add_argument(
+        "--log-json",
+        action="store_true",
+        help="log one JSON object per line (time, level, logger, event, ids) for log shippers; "
+        "same as [bot] log_json = true",
+    )
     p.set_defaults(handler=handle_bot)
 
 
@@ -70,13 +76,16 @@ def handle_bot(args: argparse.Namespace, cfg: AppConfig) -> int:
     token = cfg.discord_token
     if not token:
         raise UserError(NO_TOKEN)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_Redact(token))
-        handler.addFilter(_NoVoiceNotice())
-    if not args.verbose:
-        # What the bot does (connected, model swaps, skipped images) is worth seeing.
-        for name in ("bot", "memetag"):
-            logging.getLogger(name).setLevel(logging.INFO)
+    from bot.logs import configure_logging
+
+    # One line per event at [bot] log_level (what the bot does: connected, model swaps,
+    # skipped images); never the token or message text.
+    configure_logging(
+        level=cfg.bot.log_level,
+        json_lines=args.log_json or cfg.bot.log_json,
+        secrets=(token,),
+        verbose=args.verbose,
+    )
     from bot.app import run_bot
 
     try:

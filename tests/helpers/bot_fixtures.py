@@ -133,4 +133,6 @@ async def bot_world(
     async with open_deps(cfg, allow_private=True) as deps:
         client = MemetagBot(deps=deps, guild_ready_timeout=0.05)
         async with running_bot(standin, client, error_loggers=error_loggers):
+            # [bot] command_sync "guild" registers the commands once the guilds are known.
+            await asyncio.wait_for(client.commands_synced.wait(), 10)
             yield BotWorld(standin, client, deps, cfg, members)

@@ -1,4 +1,4 @@
-"""A synthetic chat for `memetag demo` and the benchmarks: labelled images with learnable structure.
+"""A quick synthetic chat for tests and benchmarks: labelled images with learnable structure.
 
 Each category has a visual signature drawn with Pillow, laid out the way real chat images are:
 social-media and news screenshots are usually tall phone captures (1080 px wide, 2000-6000 px

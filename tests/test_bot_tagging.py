@@ -357,8 +357,9 @@ async def test_message_deleted_while_downloading_is_not_tagged_and_raises_nothin
         await world.settle()
         assert standin.bot_messages() == []
         assert world.tagging.stats.deleted_before_tag == 1
-        # The post itself is kept, like any image an export would have had.
-        assert await rows(world, "SELECT COUNT(*) FROM posts") == [(1,)]
+        # A deleted message's posts and files go with it, also when it was deleted mid-store.
+        assert await rows(world, "SELECT COUNT(*) FROM posts") == [(0,)]
+        assert not any(p.is_file() for p in world.cfg.images_dir.rglob("*"))
 
 
 async def test_message_deleted_as_the_tag_goes_out_is_not_an_error(standin, tmp_path):

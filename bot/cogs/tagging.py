@@ -27,7 +27,7 @@ from bot.queue import WorkQueue
 from bot.render import ShownImage, label_emoji, reaction_emojis, reply_text
 from bot.views import build_reply_view
 from ingest.errors import IngestError
-from memetag.services.media import StoredPost, discord_post, store_fetched_image
+from memetag.services.media import DISCORD_SOURCE, StoredPost, discord_post, store_fetched_image
 from store.queries.bot import (
     TaggedImage,
     get_post_author,
@@ -40,6 +40,7 @@ from store.queries.bot import (
     sync_config_channels,
 )
 from store.queries.predictions import insert_prediction
+from store.queries.privacy import forget_message, is_opted_out
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +283,9 @@ class Tagging(commands.Cog):
         refs = [r for r in refs if r.position not in done]
         if not refs or message.id in self._deleted:
             return
+        # A member who opted out (/tagger optout): nothing of theirs is downloaded or stored.
+        if await is_opted_out(db, DISCORD_SOURCE, message.author.id):
+            return
         outcomes = await asyncio.gather(*(self._one(message, ref) for ref in refs))
         for outcome in outcomes:
             if outcome.error:
@@ -312,7 +316,12 @@ class Tagging(commands.Cog):
         elif predicted and mode != "silent":
             reply_id = await self._show(message, predicted, mode)
             self.stats.tag_s.append(time.perf_counter() - started)
-        await self._record(message, stored, reply_id)
+        if message.id not in self._deleted:
+            await self._record(message, stored, reply_id)
+        if message.id in self._deleted:
+            # Deleted while its images were being stored: they go with it (bot.cogs.privacy
+            # forgets what was stored when the delete arrived).
+            await forget_message(db, self.deps.files, source=DISCORD_SOURCE, message_id=message.id)
 
     async def _one(self, message: discord.Message, ref: ImageRef) -> TagOutcome:
         deps = self.deps

@@ -7,7 +7,7 @@ by how near each is to a label decision and how flat its sender distribution is
 (``classifier.active``), and posts the most uncertain ones plus a random share
 (``[bot] review_random_share``, default 0.1) to ``[bot] review_channel``, or to a new thread in
 the channel the command was used in. An image awaiting answers in an open review post is never
-posted again.
+posted again. The random share is drawn with the command's interaction id as the seed.
 
 Each review post shows the image, its current tags, one button per label and "All correct".
 Tapping a label toggles the tapper's vote on it (origin ``button``): +1 if the image does not

@@ -10,6 +10,7 @@ guess and the message -> images links are written after the tag.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import time
@@ -28,6 +29,7 @@ from bot.render import ShownImage, label_emoji, reaction_emojis, reply_text
 from bot.views import build_reply_view
 from ingest.errors import IngestError
 from memetag.services.media import DISCORD_SOURCE, StoredPost, discord_post, store_fetched_image
+from store.queries.admin import list_channel_settings, list_guild_thresholds
 from store.queries.bot import (
     TaggedImage,
     get_post_author,
@@ -170,6 +172,9 @@ class Tagging(commands.Cog):
         self.queue = WorkQueue(maxsize=cfg.queue_size, workers=cfg.workers, name="memetag-tag")
         self.emojis = label_emoji(deps.cfg)
         self.modes: dict[str, str] = dict(cfg.channels)
+        self.disabled: set[str] = set()  # channels an admin switched off (/tagger channel)
+        # guild id -> label -> threshold (/tagger threshold), applied after each prediction
+        self.thresholds: dict[str, dict[str, float]] = {}
         self.stats = TaggingStats()
         self.baselines = BaselineTally(deps.db)
         self._taken = _Remembered(_REMEMBERED)
@@ -183,6 +188,7 @@ class Tagging(commands.Cog):
     async def cog_load(self) -> None:
         await sync_config_channels(self.deps.db, self.settings.channels)
         await self.reload_channels()
+        await self.reload_thresholds()
         self.queue.start()
         self.model_poll.start()
 
@@ -199,6 +205,12 @@ class Tagging(commands.Cog):
         """Re-read the watched channels from the store (config rows and admin commands)."""
         rows = await list_bot_channels(self.deps.db)
         self.modes = {row.channel_id: row.mode for row in rows}
+        settings = await list_channel_settings(self.deps.db)
+        self.disabled = {row.channel_id for row in settings if not row.enabled}
+
+    async def reload_thresholds(self) -> None:
+        """Re-read the per-guild threshold overrides (``/tagger threshold``)."""
+        self.thresholds = await list_guild_thresholds(self.deps.db)
 
     @tasks.loop(seconds=30)
     async def model_poll(self) -> None:
@@ -217,6 +229,8 @@ class Tagging(commands.Cog):
     def mode_for(self, channel: discord.abc.MessageableChannel) -> str | None:
         """The channel's mode (a thread inherits its parent's), or None when not watched."""
         for key in (channel.id, getattr(channel, "parent_id", None)):
+            if key is not None and str(key) in self.disabled:
+                return None
             if key is not None and str(key) in self.modes:
                 return self.modes[str(key)]
         default = self.settings.default_mode
@@ -360,6 +374,9 @@ class Tagging(commands.Cog):
             try:
                 outcome.result = await self._predict(predictor, data)
                 self.stats.images_predicted += 1
+                overrides = self.thresholds.get(str(message.guild.id)) if message.guild else None
+                if overrides:
+                    outcome.result = decide_labels(outcome.result, overrides, predictor)
             except Exception as exc:  # noqa: BLE001 - the store's checks give the reason
                 log.debug("message %s image %d not predicted: %s", message.id, ref.position, exc)
         try:
@@ -497,6 +514,33 @@ class Tagging(commands.Cog):
                 baselines=await self.baselines.guess(post_id, author, message.created_at, now),
                 now=now,
             )
+
+
+def decide_labels(result, overrides: dict[str, float], predictor):
+    """``result`` with its labels decided again under a guild's threshold overrides.
+
+    As the model decides (classifier.labelhead.predict_label_sets): multi-label shows every
+    label at or over its threshold and at least the most probable one, exclusive only the
+    most probable one; an overridden label is shown only at or over its override, even as
+    the "at least one".
+    """
+    ckpt = predictor.checkpoint if predictor.is_loaded else None
+    same = ckpt is not None and ckpt.version == result.model_version
+    base = ckpt.thresholds if same else {}
+    exclusive = same and ckpt.label_mode == "exclusive"
+    order = sorted(result.labels, key=lambda n: -result.labels[n])  # stable, as the model
+
+    def limit(name: str) -> float:
+        return overrides.get(name, float(base.get(name, 0.5)))
+
+    if exclusive:
+        picked = order[:1]
+    else:
+        picked = [n for n in order if result.labels[n] >= limit(n)]
+        if order and order[0] not in picked:
+            picked.insert(0, order[0])
+    picked = [n for n in picked if n not in overrides or result.labels[n] >= overrides[n]]
+    return dataclasses.replace(result, predicted=picked)
 
 
 def _reason(exc: IngestError) -> str:

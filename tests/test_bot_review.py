@@ -11,11 +11,14 @@ from datetime import UTC, datetime
 
 import pytest
 
+from bot.cogs.review import _Scoring
 from memetag.services.media import MediaLimits, discord_post, store_fetched_image
+from store.db import open_database
 from store.queries import review as review_queries
 from store.queries.audit import list_audit
 from store.queries.predictions import insert_prediction, list_predictions_for_image
 from store.queries.votes import CastVote, cast_votes, discord_voter
+from store.rows import Prediction
 from tests.helpers.bot_fixtures import bot_world
 from tests.helpers.imagegen import make_image
 
@@ -224,3 +227,26 @@ async def run_review_refused(standin, user):
     interaction = await standin.invoke_slash(user, "tagger review", {"n": 3})
     await standin.wait_for(lambda: interaction.responded, what="the refusal")
     return interaction.response
+
+
+async def test_guild_overrides_and_a_flat_sender_raise_the_score(tmp_path):
+    async with open_database(tmp_path / "store.db") as db:
+        async with db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO guild_thresholds (guild_id, label, threshold, updated_at)"
+                " VALUES ('7', 'meme', 0.95, '2024-01-01T00:00:00Z')"
+            )
+        overrides = await review_queries.get_guild_thresholds(db, "7")
+        assert overrides == {"meme": 0.95}
+        assert await review_queries.get_guild_thresholds(db, "8") == {}
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    sure = Prediction(1, "v", PREDICTIONS["sure"], None, None, now)
+    near = Prediction(2, "v", PREDICTIONS["near"], None, None, now)
+    plain = _Scoring(version="v", checkpoint=None, thresholds={}, overrides={})
+    guild = _Scoring(version="v", checkpoint=None, thresholds={}, overrides=overrides)
+    assert plain.of(near, None) > plain.of(sure, None)
+    # This guild decides meme at 0.95: the "sure" image sits right on it.
+    assert guild.of(sure, None) == pytest.approx(1.0)
+    assert guild.of(sure, None) > guild.of(near, None)
+    # A flat sender distribution makes a label-sure image worth asking about.
+    assert plain.of(sure, [1 / 3] * 3) > plain.of(sure, [0.98, 0.01, 0.01])

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "memetag.commands.predict",
     "memetag.commands.demo",
     "memetag.commands.bot",
+    "memetag.commands.audit",
 )
 
 

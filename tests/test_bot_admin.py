@@ -8,13 +8,16 @@ import asyncio
 import io
 import json
 import logging
+from types import MappingProxyType, SimpleNamespace
 
 import discord
 
 from bot.app import MemetagShardedBot, create_bot
 from bot.cogs.admin import percentile
+from bot.cogs.tagging import decide_labels
 from bot.deps import open_deps
 from bot.logs import configure_logging
+from classifier.predictor import Result
 from memetag.standin import StandinDiscord, running_bot
 from store.db import open_database
 from store.queries.audit import list_audit
@@ -262,6 +265,64 @@ async def test_a_threshold_override_applies_to_the_next_image_and_reset_restores
         ]
 
 
+async def test_overrides_and_disabled_channels_stay_in_their_guild(standin, tmp_path):
+    """Under a default mode every channel is watched: guild A's override and disabled channel
+    change nothing in guild B."""
+    async with bot_world(
+        standin, tmp_path / "data", mode=None, default_mode="react", max_reactions=3
+    ) as world:
+        admin, _ = await make_admin(standin)
+        guild_b = await standin.add_guild("Guild B")
+        [channel_b] = [c for c in standin.channels.values() if c.guild is guild_b]
+        member_b = await standin.add_member("Person B2", guild=guild_b)
+        data = jpeg(11)
+        expected = await world.deps.models.predictor.predict(data)
+        low = min(expected.labels, key=expected.labels.get)
+        await tagger(world, admin, "threshold", {"label": low, "value": "0.001"})
+        here = await standin.post_message(
+            standin.channel, world.members[0], "x", attachments=[("a.jpg", data)]
+        )
+        there = await standin.post_message(channel_b, member_b, "x", attachments=[("a.jpg", data)])
+        await world.settle()
+        assert EMOJIS[low] in await world.until(lambda: reaction_emojis(standin, here))
+        assert (
+            await world.until(lambda: reaction_emojis(standin, there))
+            == [EMOJIS[n] for n in expected.predicted][:3]
+        )
+
+        await tagger(world, admin, "channel disable")
+        skipped = await standin.post_message(
+            standin.channel, world.members[0], "x", attachments=[("b.jpg", jpeg(12))]
+        )
+        still = await standin.post_message(
+            channel_b, member_b, "x", attachments=[("b.jpg", jpeg(12))]
+        )
+        await world.settle()
+        await world.until(lambda: reaction_emojis(standin, still))
+        assert not standin.reactions_on(skipped)
+
+
+def test_decide_labels_under_overrides():
+    ckpt = SimpleNamespace(
+        version="v1", thresholds={"a": 0.5, "b": 0.5, "c": 0.5}, label_mode="multi"
+    )
+    predictor = SimpleNamespace(is_loaded=True, checkpoint=ckpt)
+    result = Result(
+        labels={"a": 0.6, "b": 0.3, "c": 0.1},
+        predicted=["a"],
+        sender=None,
+        sender_probability=0.0,
+        sender_probabilities={},
+        model_version="v1",
+    )
+    assert decide_labels(result, {"b": 0.2}, predictor).predicted == ["a", "b"]
+    # An override above the top label's probability removes it, even as the "at least one".
+    assert decide_labels(result, {"a": 0.9}, predictor).predicted == []
+    assert decide_labels(result, {"c": 0.05, "a": 0.9}, predictor).predicted == ["c"]
+    ckpt.label_mode = "exclusive"
+    assert decide_labels(result, {"b": 0.2}, predictor).predicted == ["a"]
+
+
 async def test_labels_lists_emojis_votes_positives_and_what_the_model_emits(standin, tmp_path):
     checkpoint = {"emitted_labels": ["meme", "photo"]}
     async with bot_world(standin, tmp_path / "data", checkpoint=checkpoint) as world:
@@ -395,7 +456,8 @@ async def test_logs_are_json_lines_without_the_token_or_message_text(standin, tm
 
 
 async def test_a_sharded_process_identifies_with_its_shard_and_tags(standin, tmp_path):
-    cfg = make_config(tmp_path / "data", shard_count=2, shard_ids=(1,))
+    channels = MappingProxyType({str(standin.channel.id): "react"})
+    cfg = make_config(tmp_path / "data", shard_count=2, shard_ids=(1,), channels=channels)
     cfg.data_dir.mkdir(parents=True)
     async with open_database(cfg.db_path) as db:
         await record_model(cfg, db)
@@ -407,6 +469,11 @@ async def test_a_sharded_process_identifies_with_its_shard_and_tags(standin, tmp
             await asyncio.wait_for(bot.commands_synced.wait(), 10)
             assert standin.gateway.session.identify["shard"] == [1, 2]
             assert bot.get_guild(standin.guild.id) is not None
+            author = await standin.add_member("Person A")
+            message = await standin.post_message(
+                standin.channel, author, "x", attachments=[("a.jpg", jpeg(13))]
+            )
+            await standin.wait_for(lambda: standin.reactions_on(message), 20)
     plain = make_config(tmp_path / "data")
     async with open_deps(plain, allow_private=True) as deps:
         assert not isinstance(create_bot(deps), MemetagShardedBot)

@@ -25,7 +25,14 @@ from memetag.services.media import MediaLimits, discord_post, store_fetched_imag
 from memetag.standin import Interaction, Message, StandinDiscord, User, running_bot
 from memetag.standin.model import ReactionEmoji
 from store.db import open_database
-from store.queries.backfill import get_backfill_cursor
+from store.files import ImageFiles
+from store.queries.backfill import (
+    add_reaction_votes,
+    get_backfill_cursor,
+    get_first_live_message_id,
+)
+from store.queries.bot import record_tagged_message
+from store.queries.votes import CastVote, cast_votes
 from tests.helpers.bot_fixtures import BotWorld, make_config, record_model
 from tests.helpers.imagegen import make_image
 
@@ -354,3 +361,47 @@ def test_message_ids_from_links_and_ids():
     assert parse_message_id("https://discord.com/channels/1/2/345") == 345
     assert parse_message_id("https://ptb.discord.com/channels/@me/2/345") == 345
     assert parse_message_id("#general") is None
+
+
+async def test_live_start_ignores_late_rows_and_old_reactions_never_replace_a_vote(db, tmp_path):
+    now = datetime.now(UTC)
+    edited_old = discord.utils.time_snowflake(now - timedelta(days=30))  # stored on a late edit
+    live = discord.utils.time_snowflake(now - timedelta(minutes=5))
+    later = discord.utils.time_snowflake(now - timedelta(minutes=1))
+    for message_id in (edited_old, live, later):
+        await record_tagged_message(
+            db, message_id=str(message_id), channel_id="9", guild_id="1", author_ref="5", images=[]
+        )
+    assert await get_first_live_message_id(db, "9") == live
+    assert await get_first_live_message_id(db, "9", after=live + 1) == later
+    assert await get_first_live_message_id(db, "8") is None
+
+    stored = await store_fetched_image(
+        db,
+        ImageFiles(tmp_path / "images"),
+        discord_post(
+            message_id=live,
+            position=0,
+            channel_id=9,
+            author_id=5,
+            author_name="Person A",
+            posted_at=None,
+            url=None,
+        ),
+        make_image("PNG", seed=40),
+        limits=MediaLimits(),
+    )
+    image = stored.image_id
+    # A member already said "not a meme" with Fix tags; their old reaction does not undo it.
+    await cast_votes(
+        db, [CastVote(image, "meme", -1)], voter="discord:1", origin="button", message_id=live
+    )
+    old = [(image, "meme", "discord:1"), (image, "meme", "discord:2")]
+    assert await add_reaction_votes(db, old, message_id=live) == 1
+    assert await add_reaction_votes(db, old, message_id=live) == 0  # read again: nothing new
+    votes = await db.fetchall(
+        "SELECT voter, vote, origin FROM label_votes WHERE image_id = ? ORDER BY voter", (image,)
+    )
+    assert [tuple(v) for v in votes] == [("discord:1", -1, "button"), ("discord:2", 1, "reaction")]
+    events = await db.fetchall("SELECT voter, vote, origin FROM vote_events ORDER BY id")
+    assert [tuple(e) for e in events] == [("discord:1", -1, "button"), ("discord:2", 1, "reaction")]

@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from memetag.services.media import MediaLimits, discord_post, store_fetched_image
 from memetag.standin import Interaction, Message, StandinDiscord
+from store.files import ImageFiles
 from store.queries.images import claim_image_file
 from store.queries.posts import insert_posts
+from store.queries.privacy import ReleasedFile, remove_released_files
 from store.rows import NewPost
 from tests.helpers.bot_fixtures import BotWorld, bot_world
 from tests.helpers.imagegen import make_image
@@ -292,3 +295,44 @@ async def test_a_deleted_message_takes_its_posts_votes_and_unshared_files(standi
 
 async def _equals(check: Callable[[], Awaitable[int]], expected: int) -> bool:
     return await check() == expected
+
+
+async def test_a_released_file_is_deleted_only_while_our_claim_stands(db, tmp_path):
+    files = ImageFiles(tmp_path / "images")
+    ours, reclaimed = "a" * 64, "b" * 64
+    for sha in (ours, reclaimed):
+        await asyncio.to_thread(files.write, sha, "png", b"bytes of " + sha.encode())
+    relinked = make_image("PNG", seed=30)
+    stored = await store_fetched_image(
+        db,
+        files,
+        discord_post(
+            message_id=1,
+            position=0,
+            channel_id=2,
+            author_id=3,
+            author_name="Person A",
+            posted_at=None,
+            url=None,
+        ),
+        relinked,
+        limits=MediaLimits(),
+    )
+    stamp = "2026-01-01T00:00:00.000000+00:00"
+    async with db.transaction() as conn:
+        for sha in (ours, reclaimed, stored.sha256):
+            await conn.execute(
+                "INSERT INTO pending_files (sha256, ext, created_at) VALUES (?, 'png', ?)",
+                (sha, stamp),
+            )
+    await claim_image_file(db, reclaimed, "png")  # another writer is storing these bytes now
+
+    removed = await remove_released_files(
+        db, files, [ReleasedFile(sha, "png", stamp) for sha in (ours, reclaimed, stored.sha256)]
+    )
+    assert removed == 1
+    assert not files.path_for(ours, "png").exists()
+    assert files.path_for(reclaimed, "png").exists()  # the writer's file now
+    assert stored.path.exists()  # linked to an image row again: kept
+    claims = [tuple(r) for r in await db.fetchall("SELECT sha256 FROM pending_files")]
+    assert claims == [(reclaimed,)]

@@ -117,18 +117,27 @@ async def advance_backfill_cursor(
         )
 
 
+# Discord snowflakes: milliseconds since 2015-01-01 in the bits above 22.
+_DISCORD_EPOCH_S = 1420070400
+# A message the bot stored within this long of its posting was seen live, not through a late
+# edit of an old message (which the live tagger also stores) or a backfill.
+LIVE_WITHIN_S = 86400
+
+
 async def get_first_live_message_id(
     db: Database, channel_id: int | str, *, after: int | None = None
 ) -> int | None:
-    """The oldest message in the channel the bot stored as it was posted (after ``after``).
+    """The oldest message of the channel the bot stored as it was posted (from ``after`` on).
 
-    Every row of ``bot_messages`` older than a channel's finished backfill passes may come from
-    the backfill itself; pass the last pass's ``stop_before`` as ``after`` to skip them.
+    Rows of ``bot_messages`` written long after their message was posted (an old message
+    edited later, a backfill) do not count: the live tagger saw them late.
     """
     row = await db.fetchone(
         "SELECT MIN(CAST(message_id AS INTEGER)) FROM bot_messages"
-        " WHERE channel_id = ? AND CAST(message_id AS INTEGER) >= ?",
-        (str(channel_id), after or 0),
+        " WHERE channel_id = ? AND CAST(message_id AS INTEGER) >= ?"
+        " AND CAST(strftime('%s', created_at) AS INTEGER)"
+        "  - ((CAST(message_id AS INTEGER) >> 22) / 1000 + ?) < ?",
+        (str(channel_id), after or 0, _DISCORD_EPOCH_S, LIVE_WITHIN_S),
     )
     return None if row is None or row[0] is None else int(row[0])
 

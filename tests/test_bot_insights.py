@@ -229,6 +229,15 @@ async def test_explain_by_link_and_why_this_tag_for_any_member(standin, tmp_path
             ),
         )
         assert chosen.content.startswith("**Why 📷 photo**") and chosen.attachments
+        spaced = await answer(
+            standin,
+            await standin.invoke_slash(
+                member,
+                "tagger explain",
+                {"message": link(standin, posted), "label": "social media"},
+            ),
+        )
+        assert spaced.content.startswith("**Why 🐦 social media**")
         assert cache._explainer is first  # one Explainer per serving model
         sender = await answer(
             standin,

@@ -446,6 +446,10 @@ async def explain_message(
         if not checkpoint.senders:
             raise Refusal(f"Model {checkpoint.version} has no sender head to explain.")
     elif target is not None and target not in checkpoint.labels:
+        typed = target.replace(" ", "_")  # as the autocomplete shows it: "social media"
+        if typed in checkpoint.labels:
+            target = typed
+    if target not in (None, SENDER_TARGET) and target not in checkpoint.labels:
         known = ", ".join(checkpoint.labels)
         raise Refusal(
             f"Model {checkpoint.version} has no label {_name(target)!r}; it knows {known}."

@@ -44,6 +44,7 @@ from store.queries.posts import (
     record_failure,
     record_stored,
 )
+from store.queries.privacy import list_opted_out
 from store.rows import NewPost, Post
 from store.warning_context import warnings_about
 
@@ -211,6 +212,23 @@ async def record_posts(
         return batch, None
 
     async def flush(batch: list[NewPost]) -> None:
+        # Members who opted out in Discord (`/tagger optout`, `forget-me`): nothing of theirs is
+        # recorded, so nothing of theirs is ever fetched, not even from an export.
+        discord_refs = {
+            p.author_ref for p in batch if p.author_source == "discord" and p.author_ref
+        }
+        if discord_refs:
+            opted_out = await list_opted_out(db, "discord", discord_refs)
+            if opted_out:
+                kept = [
+                    p
+                    for p in batch
+                    if not (p.author_source == "discord" and p.author_ref in opted_out)
+                ]
+                summary.skipped["opted_out"] += len(batch) - len(kept)
+                batch = kept
+                if not batch:
+                    return
         try:
             result = await insert_posts(db, batch, people)
         except sqlite3.Error as exc:

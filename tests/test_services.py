@@ -215,6 +215,38 @@ def test_cli_ingest_of_the_channel_export_finds_the_live_post_known(tmp_path, ca
     assert summary["failures_by_reason"] == {}
 
 
+def test_export_ingest_skips_members_who_opted_out_in_discord(tmp_path, capsys):
+    """`/tagger optout` and `forget-me` hold for exports too: nothing of theirs is recorded."""
+    from memetag.cli import main
+    from store.db import open_database
+    from store.queries.posts import list_posts
+    from store.queries.privacy import add_optout
+
+    data = tmp_path / "data"
+
+    async def opt_out() -> None:
+        async with open_database(data / "memetag.db") as db:
+            await add_optout(db, "discord", AUTHOR)
+
+    data.mkdir()
+    asyncio.run(opt_out())
+    export = tmp_path / "general.json"
+    # Nothing listens on port 9: a fetch would fail, so no failure also means no fetch.
+    export.write_bytes(_export("http://127.0.0.1:9/att", files=("a.png", "b.png")))
+    code = main(["--data", str(data), "ingest", "discord-export", str(export), "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    summary = json.loads(out.out)
+    assert summary["new_posts"] == 0 and summary["skipped"] == {"opted_out": 2}
+    assert summary["failures_by_reason"] == {}
+
+    async def posts() -> list:
+        async with open_database(data / "memetag.db") as db:
+            return await list_posts(db)
+
+    assert asyncio.run(posts()) == []
+
+
 # --- model selection ----------------------------------------------------------------------------
 
 

@@ -39,13 +39,16 @@ COGS: tuple[str, ...] = (
 
 def invite_permissions() -> discord.Permissions:
     """What the bot needs in a watched channel: see it, read its history (Discord requires it
-    to react), add reactions, send replies, also inside threads."""
+    to react, and `/tagger backfill` reads it), add reactions, send replies, also inside
+    threads; attach files and open a public thread for `/tagger review`'s posts."""
     return discord.Permissions(
         view_channel=True,
         read_message_history=True,
         add_reactions=True,
         send_messages=True,
         send_messages_in_threads=True,
+        attach_files=True,
+        create_public_threads=True,
     )
 
 

@@ -103,7 +103,7 @@ def test_check_with_token_and_model_never_shows_the_token(project, capsys, monke
     assert "model: v-test: loads (3 labels, 3 senders)" in out
     assert (
         "invite: https://discord.com/oauth2/authorize?client_id=123456789012345678"
-        "&scope=bot+applications.commands&permissions=274877975616" in out
+        "&scope=bot+applications.commands&permissions=309237746752" in out
     )
     assert out.rstrip().endswith("ok: ready to run `memetag bot`")
     assert SECRET not in out + err
@@ -122,7 +122,7 @@ def test_invite_permissions_are_what_tagging_needs():
 
     perms = invite_permissions()
     # 1024 view + 65536 read history + 64 add reactions + 2048 send + 2**38 send in threads
-    assert perms.value == 1024 + 65536 + 64 + 2048 + 2**38 == 274877975616
+    assert perms.value == 1024 + 65536 + 64 + 2048 + 2**38 + 32768 + 2**35 == 309237746752
     assert not perms.administrator and not perms.manage_messages and not perms.mention_everyone
 
 

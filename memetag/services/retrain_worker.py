@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from memetag.config import AppConfig
+from memetag.config import SECRET_KEYS, AppConfig
 from memetag.services.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -198,11 +198,16 @@ class RetrainWorker:
 async def start_retrain_worker(
     cfg: AppConfig, *, run_id: int | None, force: bool = False, nice: int = NICE
 ) -> RetrainWorker:
-    """Start ``python -m memetag.services.retrain_worker`` and hand it the request."""
+    """Start ``python -m memetag.services.retrain_worker`` and hand it the request.
+
+    The process gets the caller's environment less the Discord token, which training never needs.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_KEYS}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         MODULE,
+        env=env,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -21,7 +21,11 @@ from typing import Any
 
 from bot.cogs.retrain import Retrain
 from memetag.standin import StandinDiscord
-from store.queries.retrain import claim_retrain, count_votes_since_last_retrain
+from store.queries.retrain import (
+    claim_retrain,
+    count_votes_since_last_retrain,
+    finish_retrain_run,
+)
 from tests.helpers.bot_fixtures import BotWorld, bot_world
 from tests.ml_helpers import encode, photo_like
 from tests.test_train import generate
@@ -316,3 +320,61 @@ def test_worker_refuses_a_bad_request():
     )
     assert done.returncode == 2
     assert done.stdout.startswith('{"event": "failed", "error": "bad retrain request: ')
+
+
+# -- a run left 'running' -------------------------------------------------------------------------
+
+
+async def test_a_running_row_is_recovered_only_once_abandoned(standin, tmp_path):
+    async with retrain_world(standin, tmp_path / "data", labelled=0) as world:
+        cog, db = retrain_cog(world), world.db
+
+        async def claim() -> tuple[int, bool]:
+            run, created = await cog.claim(guild_id=None, requested_by="discord:9", forced=False)
+            return run.id, created
+
+        async def leave_running(detail: dict) -> int:
+            run, created = await claim_retrain(
+                db, guild_id=None, requested_by="discord:1", forced=False, detail=detail
+            )
+            assert created
+            return run.id
+
+        other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            # Another machine's run cannot be checked: refused until it is a day old.
+            first = await leave_running({"host": "elsewhere", "bot_pid": 1})
+            assert await claim() == (first, False)
+            async with db.transaction() as conn:
+                await conn.execute(
+                    "UPDATE retrain_runs SET started_at = '2000-01-01T00:00:00.000+00:00'"
+                    " WHERE id = ?",
+                    (first,),
+                )
+            second, created = await claim()
+            assert created and second == first + 1
+            await finish_retrain_run(db, second, status="failed", outcome="test")
+            # Here: a worker that outlived its bot is still training, so it is left alone.
+            here = socket.gethostname()
+            third = await leave_running(
+                {"host": here, "bot_pid": dead_pid(), "worker_pid": other.pid}
+            )
+            assert await claim() == (third, False)
+        finally:
+            other.kill()
+            other.wait()
+        # Once that worker is gone too, the row is recovered.
+        fourth, created = await claim()
+        assert created and fourth == third + 1
+        assert await rows(world, "SELECT id, status FROM retrain_runs ORDER BY id") == [
+            (first, "failed"),
+            (second, "failed"),
+            (third, "failed"),
+            (fourth, "running"),
+        ]
+        outcomes = await rows(
+            world, "SELECT json_extract(detail, '$.outcome') FROM retrain_runs ORDER BY id"
+        )
+        assert outcomes[0][0].startswith("abandoned: still 'running' after 24 h")
+        assert outcomes[2][0] == "interrupted: the process running it is gone"
+        await finish_retrain_run(db, fourth, status="failed", outcome="test")

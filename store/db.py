@@ -6,6 +6,12 @@ while another task's transaction is open sees only committed rows — as another
 A read made by the task that holds the transaction goes to the write connection, so a
 transaction always sees its own writes (tasks it starts are other tasks: they see committed
 rows only).
+
+Every ``fetchall``/``fetchone`` is one job on the read connection (execute and fetch together),
+so no statement is left open between two awaits: an open statement pins the connection's read
+snapshot, and another task's read in that window would miss rows committed since — a task
+could commit a row and then not find it. ``iter_rows``, which stays open while its caller
+iterates, gets a connection of its own for the same reason.
 """
 
 from __future__ import annotations
@@ -172,29 +178,40 @@ class Database:
 
     async def fetchall(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         try:
-            async with self._read_conn().execute(sql, params) as cur:
-                return list(await cur.fetchall())
+            # One job: the statement is done before any other task's read can run.
+            return list(await self._read_conn().execute_fetchall(sql, params))
         except sqlite3.Error as exc:
             self._raise_translated(exc)
             raise
 
     async def fetchone(self, sql: str, params: tuple | dict = ()) -> sqlite3.Row | None:
-        try:
-            async with self._read_conn().execute(sql, params) as cur:
-                return await cur.fetchone()
-        except sqlite3.Error as exc:
-            self._raise_translated(exc)
-            raise
+        """The first row; for queries of one row (``LIMIT 1``, an aggregate, a key)."""
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
 
     async def iter_rows(self, sql: str, params: tuple | dict = ()) -> AsyncIterator[sqlite3.Row]:
-        """Stream a large result row by row (use with ``contextlib.aclosing``)."""
+        """Stream a large result row by row (use with ``contextlib.aclosing``).
+
+        Outside a transaction of this task the rows come from a read-only connection of their
+        own, opened for this call: a statement held open across awaits on the shared read
+        connection would freeze every other task's reads at its snapshot.
+        """
+        own = None
         try:
-            async with self._read_conn().execute(sql, params) as cur:
+            if self._writer is not None and self._in_own_transaction():
+                conn = self._writer
+            else:
+                own = conn = await _connect(self.path, readonly=True)
+                await conn.execute("PRAGMA busy_timeout = 30000")
+            async with conn.execute(sql, params) as cur:
                 async for row in cur:
                     yield row
         except sqlite3.Error as exc:
             self._raise_translated(exc)
             raise
+        finally:
+            if own is not None:
+                await own.close()
 
     async def schema_version(self) -> int:
         row = await self.fetchone("PRAGMA user_version")

@@ -448,3 +448,39 @@ async def test_audit_log_keeps_who_what_when_in_order(db):
     (one,) = await audit.list_audit(db, guild_id="1")
     assert one.arguments == {"mode": "reply"} and one.actor == "discord:5"
     assert [e.action for e in await audit.list_audit(db, limit=1)] == ["retrain"]
+
+
+async def test_a_task_always_reads_the_row_it_just_committed_while_others_read(db):
+    """Reads never leave a statement open between awaits: an open one pins the read
+    connection's snapshot, and a task could then commit a row and not find it."""
+    from contextlib import aclosing
+
+    await posts.insert_posts(db, [_post(f"seed{i}") for i in range(50)], {})
+    stop = asyncio.Event()
+    missed = []
+
+    async def reader() -> None:
+        while not stop.is_set():
+            await db.fetchall("SELECT id, source_id FROM posts")
+            await db.fetchone("SELECT COUNT(*) FROM posts")
+
+    async def streamer() -> None:
+        while not stop.is_set():
+            async with aclosing(db.iter_rows("SELECT id FROM posts")) as rows:
+                async for _ in rows:
+                    await asyncio.sleep(0)  # held open across awaits on purpose
+
+    async def writer(k: int) -> None:
+        for i in range(40):
+            source_id = f"w{k}-{i}"
+            await posts.insert_posts(db, [_post(source_id)], {})
+            row = await db.fetchone("SELECT id FROM posts WHERE source_id = ?", (source_id,))
+            if row is None:
+                missed.append(source_id)
+
+    background = [asyncio.create_task(reader()) for _ in range(4)]
+    background.append(asyncio.create_task(streamer()))
+    await asyncio.gather(*(writer(k) for k in range(6)))
+    stop.set()
+    await asyncio.gather(*background)
+    assert missed == []

@@ -82,7 +82,7 @@ class BotConfig:
     ignore_bots: bool = True
     ignore_self: bool = True
     queue_size: int = 200
-    workers: int = 4
+    workers: int = 16
     max_images_per_message: int = 10
     drain_timeout_s: float = 10.0
     model_poll_s: float = 30.0

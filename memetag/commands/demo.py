@@ -1,9 +1,8 @@
-"""`memetag demo`: the whole job offline on a synthetic chat — ingest, train, evaluate, predict, explain."""
+"""`memetag demo`: the whole loop offline on a sample chat - history, training, the live bot."""
 
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 from memetag.commands._common import UserError
@@ -13,48 +12,48 @@ from memetag.config import AppConfig
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="run ingest → train → eval → predict → explain offline on a synthetic chat",
-        description="Generate a small synthetic chat (labelled images from four members), then "
-        "run the real commands on it in DIR: ingest folder, train, eval, predict, explain. "
-        "Uses the configured backbone and its offline weights; nothing is downloaded.",
+        help="run the whole loop offline on a sample chat: ingest, train, eval, the live bot",
+        description="Draw a sample chat (four members with posting styles, a few hundred "
+        "images over real photos), write its history as a Hangouts Takeout export served from "
+        "127.0.0.1, and run the real commands on it in DIR: ingest hangouts, ingest folder (the "
+        "members' labels), train, eval. Then start the real bot against a local stand-in "
+        "Discord, have the members post a later batch, correct the bot (a reaction, Fix tags), "
+        "and an admin review and retrain; the conversation is printed and saved as "
+        "DIR/transcript.txt and DIR/transcript.png. Needs no network and no token; uses the "
+        "configured [model] and [train] (the backbone's offline weights). DIR is rebuilt on "
+        "every run.",
     )
     p.add_argument(
-        "--dir", default="demo", metavar="DIR", help="where to put the demo chat and its data dir"
+        "--dir", default="demo", metavar="DIR", help="where to put everything (default: demo)"
     )
-    p.add_argument("--images", type=int, default=240, metavar="N", help="images to generate")
-    p.add_argument("--fresh", action="store_true", help="delete DIR first")
+    p.add_argument(
+        "--small",
+        action="store_true",
+        help="a quick run: 60 images of history and a shorter live part",
+    )
+    p.add_argument(
+        "--history", type=int, metavar="N", help="images of history (default 300; 60 with --small)"
+    )
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="sample chat seed (default 0)")
+    p.add_argument(
+        "--no-live", action="store_true", help="stop after eval: no bot, no stand-in Discord"
+    )
     p.set_defaults(handler=handle_demo)
 
 
 def handle_demo(args: argparse.Namespace, cfg: AppConfig) -> int:
-    from memetag.cli import main
-    from memetag.demo import make_demo_chat
+    import dataclasses
+
+    from memetag.demo.run import DemoOptions, run_demo
 
     root = Path(args.dir)
-    if args.images < 40:
-        raise UserError("--images must be at least 40 so every member and category is seen")
-    if args.fresh and root.exists():
-        shutil.rmtree(root)
-    chat, data = root / "chat", root / "data"
-    if not (chat / "labels.csv").exists():
-        print(f"== generating {args.images} images from a synthetic chat in {chat}")
-        make_demo_chat(chat, images=args.images)
-    base = ["--data", str(data)]
-    if cfg.source is not None:
-        base = ["--config", str(cfg.source), *base]
-    held_out = sorted(chat.glob("img_*"))[-3:]
-    steps = [
-        ["ingest", "folder", str(chat / "labels.csv"), "--no-progress"],
-        ["stats"],
-        ["train"],
-        ["eval"],
-        ["predict", *map(str, held_out)],
-        ["explain", str(held_out[-1]), "--sender", "--out", str(root / "explain.png")],
-    ]
-    for step in steps:
-        print(f"\n== memetag {' '.join(step)}", flush=True)
-        code = main([*base, *step])
-        if code != 0:
-            return code
-    print(f"\nDemo done. Report: {data / 'reports'}; Grad-CAM overlay: {root / 'explain.png'}")
-    return 0
+    options = (
+        DemoOptions.small(root, args.seed) if args.small else DemoOptions(root, seed=args.seed)
+    )
+    if args.history is not None:
+        if args.history < 40:
+            raise UserError("--history must be at least 40 so every member and kind is seen")
+        options = dataclasses.replace(options, history=args.history)
+    if args.no_live:
+        options = dataclasses.replace(options, live=False)
+    return run_demo(cfg, options)

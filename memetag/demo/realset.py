@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
 CATEGORIES = ("meme", "social_media", "comic_strip", "news", "photo", "tv_cartoon")
 MIN_PHASH_DISTANCE = 10
@@ -157,12 +157,23 @@ _COLOUR_OBJECT_SOURCES = (0, 1, 2, 3, 4, 12, 13, 14)
 
 
 def _photo(
-    rng: random.Random, width: int, height: int, *, objects_only: bool = False
+    rng: random.Random,
+    width: int,
+    height: int,
+    *,
+    objects_only: bool = False,
+    colour_only: bool = False,
 ) -> Image.Image:
     """A random crop of a real photo (50-100 % of its side), resized to width x height, with a
-    little colour and brightness jitter and an occasional mirror."""
+    little colour and brightness jitter and an occasional mirror. ``objects_only``: a source
+    with clear shapes; ``colour_only``: one of those in colour."""
     sources = _photo_sources()
-    src = sources[rng.choice(_object_sources())] if objects_only else rng.choice(sources)
+    if colour_only and len(sources) > max(_COLOUR_OBJECT_SOURCES):
+        src = sources[rng.choice(_COLOUR_OBJECT_SOURCES)]
+    elif objects_only or colour_only:
+        src = sources[rng.choice(_object_sources())]
+    else:
+        src = rng.choice(sources)
     sw, sh = src.size
     aspect = width / height
     frac = rng.uniform(0.5, 1.0)
@@ -617,14 +628,21 @@ def _cartoonize(img: Image.Image, rng: random.Random, *, quick: bool = False) ->
     ``quick`` smooths and posterises at half size (several times faster, a little blockier)."""
     colours = rng.randint(5, 9)
     if quick:
+        # Posterise a smoothed half-size copy, then ink the borders between its flat regions.
         half = img.resize((img.width // 2, img.height // 2), Image.Resampling.BILINEAR)
-        half = half.filter(ImageFilter.MedianFilter(3)).filter(ImageFilter.ModeFilter(3))
+        half = ImageEnhance.Color(half.filter(ImageFilter.MedianFilter(5))).enhance(1.8)
         flat = half.quantize(colors=colours, method=Image.Quantize.FASTOCTREE).convert("RGB")
-        flat = flat.resize(img.size, Image.Resampling.NEAREST)
-        smooth = half.resize(img.size, Image.Resampling.BILINEAR)
-    else:
-        smooth = img.filter(ImageFilter.MedianFilter(7)).filter(ImageFilter.ModeFilter(5))
-        flat = smooth.quantize(colors=colours, method=Image.Quantize.MEDIANCUT).convert("RGB")
+        flat = flat.filter(ImageFilter.ModeFilter(5))
+        edges = flat.convert("L").filter(ImageFilter.FIND_EDGES).point(lambda v: 255 if v else 0)
+        size = img.size
+        ink = Image.new("RGB", size, "black")
+        return Image.composite(
+            ink,
+            flat.resize(size, Image.Resampling.NEAREST),
+            edges.resize(size, Image.Resampling.NEAREST),
+        )
+    smooth = img.filter(ImageFilter.MedianFilter(7)).filter(ImageFilter.ModeFilter(5))
+    flat = smooth.quantize(colors=colours, method=Image.Quantize.MEDIANCUT).convert("RGB")
     enhance = flat.point(lambda v: min(255, int(v * 1.15) + 10))
     edges = (
         smooth.convert("L")
@@ -638,7 +656,8 @@ def _cartoonize(img: Image.Image, rng: random.Random, *, quick: bool = False) ->
 def draw_cartoon(rng: random.Random, *, quick: bool = False) -> Image.Image:
     """A TV cartoon frame; ``quick`` draws it about 8 times faster (see ``_cartoonize``)."""
     w, h = rng.choice(((640, 360), (704, 396), (576, 432), (640, 480)))
-    img = _cartoonize(_photo(rng, w, h, objects_only=True), rng, quick=quick)
+    photo = _photo(rng, w, h, objects_only=True, colour_only=quick)
+    img = _cartoonize(photo, rng, quick=quick)
     draw = ImageDraw.Draw(img)
     if rng.random() < 0.5:  # subtitles
         font = _font("DejaVuSans-Bold", h // 16)

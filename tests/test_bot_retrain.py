@@ -378,3 +378,44 @@ async def test_a_running_row_is_recovered_only_once_abandoned(standin, tmp_path)
         assert outcomes[0][0].startswith("abandoned: still 'running' after 24 h")
         assert outcomes[2][0] == "interrupted: the process running it is gone"
         await finish_retrain_run(db, fourth, status="failed", outcome="test")
+
+
+async def test_votes_are_counted_from_what_the_current_model_could_have_seen(tmp_path):
+    from store.db import open_database
+    from store.queries.models import insert_model
+    from store.queries.votes import CastVote, cast_votes
+
+    data = tmp_path / "data"
+    [image, _] = await fill_store(data, generate(2, seed=5))
+    async with open_database(data / "memetag.db") as db:
+
+        async def vote(n: int) -> None:
+            for _ in range(n):
+                await cast_votes(
+                    db,
+                    [CastVote(image, "meme", 1)],
+                    voter="discord:7",
+                    origin="button",
+                    message_id=None,
+                )
+
+        await vote(2)
+        assert await count_votes_since_last_retrain(db) == 2  # no model, no retrain: all
+        # A retrain starts, then more votes, then it records its model: the votes cast while
+        # it trained are still new to that model.
+        run, _ = await claim_retrain(
+            db, guild_id=None, requested_by="auto", forced=False, detail={}
+        )
+        await vote(3)
+        await insert_model(db, "v-new", "models/v-new.pt", {}, make_current=True)
+        await finish_retrain_run(db, run.id, status="promoted", version="v-new", outcome="ok")
+        assert await count_votes_since_last_retrain(db) == 3
+        # `memetag train` records a model of its own later: counted from that model.
+        async with db.transaction() as conn:
+            await conn.execute("UPDATE vote_events SET created_at = '2000-01-01T00:00:00+00:00'")
+            await conn.execute(
+                "UPDATE retrain_runs SET started_at = '2000-01-01T00:00:00.000+00:00'"
+            )
+        await insert_model(db, "v-cli", "models/v-cli.pt", {}, make_current=True)
+        await vote(1)
+        assert await count_votes_since_last_retrain(db) == 1

@@ -158,14 +158,16 @@ async def finish_retrain_run(
 async def count_votes_since_last_retrain(db: Database) -> int:
     """Member votes (vote events other than withdrawals) the current model has not seen.
 
-    Counted from the later of the last retrain's start (by vote event id) and the current
-    model's creation (a model trained or chosen since, e.g. by ``memetag train``); every vote
-    when there is neither.
+    Counted from the last retrain's start (by vote event id: what its training could have
+    seen), unless the current model is newer and not that retrain's (``memetag train`` ran
+    since): then from that model's creation; every vote when there is neither.
     """
     run = await get_last_retrain(db)
-    model = await db.fetchone("SELECT created_at FROM models WHERE is_current = 1")
+    model = await db.fetchone("SELECT version, created_at FROM models WHERE is_current = 1")
     model_at = from_iso(model["created_at"]) if model else None
-    if run is not None and (model_at is None or run.started_at >= model_at):
+    if run is not None and (
+        model is None or run.started_at >= model_at or run.version == model["version"]
+    ):
         row = await db.fetchone(
             "SELECT COUNT(*) AS n FROM vote_events WHERE id > ? AND vote != 0",
             (int(run.detail.get("last_vote_event", 0)),),

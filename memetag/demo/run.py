@@ -79,6 +79,7 @@ class DemoPaths:
 
     @property
     def excerpt_png(self) -> Path:
+        """A shorter picture of the same conversation (the README's)."""
         return self.root / "transcript-excerpt.png"
 
 
@@ -227,7 +228,7 @@ async def _live(paths: DemoPaths, cfg: AppConfig, chat: SampleChat, plan: LivePl
     result = await run_live(chat, plan, configure=configure, retrain_fallback=retrain)
     write_text(result.transcript, paths.transcript_txt)
     render_png(result.transcript, paths.transcript_png)
-    render_png(excerpt(result.transcript), paths.excerpt_png)
+    render_png(excerpt(result.transcript), paths.excerpt_png, palette=True)
     return result
 
 

@@ -133,11 +133,20 @@ class _Block:
     lines: list[tuple[str, ImageFont.FreeTypeFont, tuple[int, int, int]]]
     image: Path | None
     rule: bool = False
+    thumb: Image.Image | None = None
+
+    def __post_init__(self) -> None:
+        if self.image is not None and self.image.exists():
+            with Image.open(self.image) as src:
+                thumb = src.convert("RGB")
+            thumb.thumbnail((_THUMB, _THUMB))
+            self.thumb = thumb
 
     @property
     def height(self) -> int:
         text_h = sum(int(f.size * 1.45) for _, f, _ in self.lines)
-        return max(text_h, _THUMB if self.image else 0) + _PAD
+        thumb_h = self.thumb.height if self.thumb is not None else 0
+        return max(text_h, thumb_h) + _PAD + (10 if self.rule else 0)
 
 
 def _wrap(text: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]:
@@ -180,8 +189,9 @@ def _blocks(transcript: Transcript) -> list[_Block]:
         if entry.bot is not None:
             colour = {True: _RIGHT, False: _WRONG}.get(entry.right, _BOT)  # type: ignore[arg-type]
             first = True
+            indent = body.getlength(f"{BOT_NAME}: ")
             for line in plain(entry.bot).splitlines():
-                for piece in _wrap(line, body, width - 20):
+                for piece in _wrap(line, body, int(width - indent)):
                     prefix = f"{BOT_NAME}: " if first else "    "
                     lines.append((prefix + piece, body, colour))
                     first = False
@@ -191,8 +201,11 @@ def _blocks(transcript: Transcript) -> list[_Block]:
     return blocks
 
 
-def render_png(transcript: Transcript, path: Path, *, max_height: int = 20000) -> Path:
-    """Draw the transcript: thumbnails on the left, who said what and the bot's answer beside."""
+def render_png(
+    transcript: Transcript, path: Path, *, max_height: int = 20000, palette: bool = False
+) -> Path:
+    """Draw the transcript: thumbnails on the left, who said what and the bot's answer beside.
+    ``palette`` saves 256 colours (a third of the bytes; for pictures committed to docs)."""
     blocks = _blocks(transcript)
     title = _font(True, 22)
     height = _PAD * 3 + title.size + sum(b.height for b in blocks)
@@ -204,13 +217,12 @@ def render_png(transcript: Transcript, path: Path, *, max_height: int = 20000) -
     for block in blocks:
         if y + block.height > height:
             break
+        bottom = y + block.height
         if block.rule:
             draw.line([(_PAD, y + 4), (_WIDTH - _PAD, y + 4)], fill=(220, 222, 226), width=1)
             y += 10
-        if block.image is not None and block.image.exists():
-            with Image.open(block.image) as src:
-                thumb = src.convert("RGB")
-                thumb.thumbnail((_THUMB, _THUMB))
+        if block.thumb is not None:
+            thumb = block.thumb
             x = _PAD + (_THUMB - thumb.width) // 2
             img.paste(thumb, (x, y))
             draw.rectangle(
@@ -220,21 +232,33 @@ def render_png(transcript: Transcript, path: Path, *, max_height: int = 20000) -
         for text, font, colour in block.lines:
             draw.text((_TEXT_X, ty), text, font=font, fill=colour)
             ty += int(font.size * 1.45)
-        y += block.height
+        y = bottom
+    if palette:
+        img = img.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
     img.save(path, optimize=True)
     return path
 
 
-def excerpt(transcript: Transcript, kinds_per_phase: int = 3) -> Transcript:
-    """A shorter transcript for the README picture: every phase header, and at most
-    ``kinds_per_phase`` entries after each."""
+def excerpt(transcript: Transcript, per_phase: int = 3) -> Transcript:
+    """A shorter transcript for the README picture: every phase header and at most
+    ``per_phase`` entries after each, one of each kind first (a reaction and a "Fix tags")."""
     out = Transcript(transcript.title)
-    count = 0
+    phases: list[tuple[Entry | None, list[Entry]]] = [(None, [])]
     for entry in transcript.entries:
         if entry.kind == "phase":
-            out.add(entry)
-            count = 0
-        elif count < kinds_per_phase:
-            out.add(entry)
-            count += 1
+            phases.append((entry, []))
+        else:
+            phases[-1][1].append(entry)
+    for head, entries in phases:
+        if head is not None:
+            out.add(head)
+        chosen: list[int] = []
+        for i, entry in enumerate(entries):
+            if len(chosen) < per_phase and entry.kind not in {entries[j].kind for j in chosen}:
+                chosen.append(i)
+        for i in range(len(entries)):
+            if len(chosen) < per_phase and i not in chosen:
+                chosen.append(i)
+        for i in sorted(chosen):
+            out.add(entries[i])
     return out

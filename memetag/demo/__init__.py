@@ -2,7 +2,9 @@
 
 ``synthetic`` draws the quick, shape-only images some tests and benchmarks use; ``realset``
 draws realistic ones over real photos that ship with installed packages; ``samplechat`` makes
-the demo's members, history and live batch; ``run`` wires the real commands and the bot to them.
+the demo's members, history, Hangouts export and live batch; ``imagehost`` serves the export's
+images on 127.0.0.1; ``live`` plays the members against the real bot in the stand-in Discord;
+``transcript`` saves what happened as text and PNG; ``run`` wires it all to the real commands.
 """
 
 from memetag.demo.synthetic import (

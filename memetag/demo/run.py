@@ -17,9 +17,7 @@ import shutil
 import sys
 import time
 from collections.abc import Mapping
-from contextlib import redirect_stdout
 from dataclasses import dataclass
-from io import StringIO
 from pathlib import Path
 
 from memetag.config import AppConfig, load_config
@@ -148,22 +146,13 @@ def _heading(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def _cli(paths: DemoPaths, *argv: str, capture: bool = False) -> tuple[int, str]:
+def _step(paths: DemoPaths, *argv: str) -> None:
     """Run a real memetag command with the demo's config and data dir."""
     from memetag.cli import main
 
     args = ["--config", str(paths.config), "--data", str(paths.data), *argv]
-    if not capture:
-        print(f"$ memetag {' '.join(args)}", flush=True)
-        return main(args), ""
-    out = StringIO()
-    with redirect_stdout(out):
-        code = main(args)
-    return code, out.getvalue()
-
-
-def _step(paths: DemoPaths, *argv: str) -> None:
-    code, _ = _cli(paths, *argv)
+    print(f"$ memetag {' '.join(args)}", flush=True)
+    code = main(args)
     if code != 0:
         raise DemoError(f"`memetag {' '.join(argv)}` failed (exit {code})")
 
@@ -221,11 +210,7 @@ async def _live(paths: DemoPaths, cfg: AppConfig, chat: SampleChat, plan: LivePl
         write_config(paths.config, cfg, discord_people=people, channel_id=discord.channel.id)
         return load_config(paths.config, data_dir=str(paths.data), environ={})
 
-    def retrain() -> str:
-        code, out = _cli(paths, "train", "--no-progress", capture=True)
-        return out.strip() if code == 0 else f"memetag train failed (exit {code})\n{out}"
-
-    result = await run_live(chat, plan, configure=configure, retrain_fallback=retrain)
+    result = await run_live(chat, plan, configure=configure)
     write_text(result.transcript, paths.transcript_txt)
     render_png(result.transcript, paths.transcript_png)
     render_png(excerpt(result.transcript), paths.excerpt_png, palette=True)

@@ -196,7 +196,11 @@ def run_demo(cfg: AppConfig, options: DemoOptions) -> int:
     result = None
     if options.live:
         _heading("4. The bot, live: the real `memetag bot` against a local stand-in Discord")
-        result = asyncio.run(_live(paths, cfg, chat, options.plan))
+        try:
+            result = asyncio.run(_live(paths, cfg, chat, options.plan))
+        except AssertionError as exc:  # the stand-in's "timed out waiting for ..." and kin
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DemoError(f"the live part stopped: {first}") from exc
 
     _finish(paths, result, time.monotonic() - started)
     return 0

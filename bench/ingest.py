@@ -1,12 +1,21 @@
-"""Ingest benchmark: Hangouts parser throughput and peak memory against json.load and bare ijson.
+"""Ingest benchmark: Hangouts parser throughput and peak memory against json.load and bare ijson,
+downloads, and a whole `memetag ingest folder labels.csv` run at two sizes.
 
 Usage:
     .venv/bin/python bench/ingest.py                  # ~250 MB synthetic Hangouts.json
     .venv/bin/python bench/ingest.py --events 20000   # quick run
     .venv/bin/python bench/ingest.py --skip-download  # parser part only
+    .venv/bin/python bench/ingest.py --only csv --csv-rows 1000000   # the labels CSV only
 
 Each contender runs in its own subprocess on the same file; peak RSS is that child's own
-``ru_maxrss``. Results go to bench/results/ingest.json and a table on stdout.
+``ru_maxrss``. Results go to bench/results/ingest.json (a partial run keeps the other
+sections) and a table on stdout.
+
+The labels CSV: ``filename,sender,labels,timestamp`` rows naming distinct files that are hard
+links to 2 000 small PNGs (reposts: most rows are duplicates by content, as in a real chat),
+ingested end to end (parse, record, read, decode, hash, store) into a fresh data dir, at
+``--csv-rows`` and at a quarter of it. Linear time means the same CPU time per row at both
+sizes; bounded memory means peak RSS that does not grow with the row count.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import os
 import platform
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,6 +38,10 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "ingest.json"
 EVENTS_PREFIX = "conversations.item.events.item"
 TARGETS = {"max_rss_mb": 100.0, "vs_json_load": 1.2, "vs_ijson": 0.7}
+# 1 000 000 rows in under 10 minutes; the big run costs at most 25% more CPU per row than the
+# run with a quarter of the rows (linear time); peak RSS under 150 MB.
+CSV_TARGETS = {"rows_per_s": 1700.0, "max_rss_mb": 150.0, "cpu_per_row_large_vs_small": 1.25}
+CSV_POOL = 2000
 
 # -- synthetic export ----------------------------------------------------------------------
 
@@ -225,6 +239,105 @@ def _measure(mode: str, path: Path, repeat: int) -> dict:
     return best
 
 
+# -- labels CSV (a whole `memetag ingest folder`) -------------------------------------------
+
+
+def _tiny_png(i: int) -> bytes:
+    """A distinct 16x16 PNG for each ``i`` (a few hundred bytes)."""
+    import io
+
+    from PIL import Image
+
+    rng = random.Random(i)
+    img = Image.frombytes("RGB", (16, 16), rng.randbytes(16 * 16 * 3))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def generate_labels_csv(root: Path, rows: int) -> dict:
+    """``root/labels.csv`` with ``rows`` rows, each naming its own file under ``root/img``."""
+    pool = root / "pool"
+    pool.mkdir(parents=True)
+    for i in range(CSV_POOL):
+        (pool / f"{i}.png").write_bytes(_tiny_png(i))
+    rng = random.Random(2)
+    labels = ["meme", "photo", "comic_strip", "social_media", "news"]
+    with open(root / "labels.csv", "w", encoding="utf-8", newline="") as f:
+        f.write("filename,sender,labels,timestamp\n")
+        for n in range(rows):
+            folder = root / "img" / f"{n // 1000:04d}"
+            if n % 1000 == 0:
+                folder.mkdir(parents=True)
+            name = f"{n:07d}.png"
+            os.link(pool / f"{rng.randrange(CSV_POOL)}.png", folder / name)
+            label = labels[rng.randrange(len(labels))]
+            f.write(f"img/{n // 1000:04d}/{name},Person {rng.randrange(12)},{label},"
+                    f"{1500000000 + n * 37}\n")  # fmt: skip
+    return {"rows": rows, "distinct_images": min(rows, CSV_POOL)}
+
+
+def _csv_child(csv_path: str, data_dir: str) -> dict:
+    sys.path.insert(0, str(ROOT))
+    import contextlib
+    import io
+
+    from memetag.cli import main as memetag_main
+
+    out = io.StringIO()
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(out):
+        code = memetag_main(["--data", data_dir, "ingest", "folder", csv_path, "--json",
+                             "--no-progress"])  # fmt: skip
+    seconds = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    summary = json.loads(out.getvalue())
+    rows = summary["messages_read"]
+    return {
+        "exit_code": code,
+        "rows": rows,
+        "stored": summary["stored"],
+        "new_images": summary["new_images"],
+        "failures": summary["failures_by_reason"],
+        "bad_records": summary["bad_records"],
+        "seconds": round(seconds, 1),
+        "rows_per_s": round(rows / seconds, 1),
+        # CPU time (all threads) per row: the linearity check, steadier than wall time on a
+        # machine that other work shares.
+        "cpu_ms_per_row": round((usage.ru_utime + usage.ru_stime) * 1000 / rows, 3),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+    }
+
+
+def _csv_section(rows: int, tmp: Path) -> dict:
+    runs = {}
+    for label, n in (("small", max(1, rows // 4)), ("large", rows)):
+        root = tmp / f"csv-{n}"
+        start = time.perf_counter()
+        info = generate_labels_csv(root, n)
+        print(f"generated a {n}-row labels CSV in {time.perf_counter() - start:.1f} s")
+        out = subprocess.run(
+            [sys.executable, __file__, "--_csv_child", str(root / "labels.csv"),
+             str(root / "data")],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        runs[label] = {**info, **json.loads(out.stdout)}
+        print(f"  {label}: {runs[label]}")
+        shutil.rmtree(root)
+    large, small = runs["large"], runs["small"]
+    ratio = round(large["cpu_ms_per_row"] / small["cpu_ms_per_row"], 2)
+    return {
+        "runs": runs,
+        "cpu_per_row_large_vs_small": ratio,
+        "targets": CSV_TARGETS,
+        "targets_met": {
+            "rows_per_s": large["rows_per_s"] >= CSV_TARGETS["rows_per_s"],
+            "max_rss_mb": large["peak_rss_mb"] < CSV_TARGETS["max_rss_mb"],
+            "cpu_per_row_large_vs_small": ratio <= CSV_TARGETS["cpu_per_row_large_vs_small"],
+        },
+    }
+
+
 # -- download section (another engineer's bench/_download.py) --------------------------------
 
 
@@ -246,28 +359,7 @@ def _download_section(args: argparse.Namespace) -> dict | None:
     # <<< DOWNLOAD BENCH HOOK
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--size-mb", type=float, default=250.0, help="synthetic file size (default 250)"
-    )
-    parser.add_argument(
-        "--events", type=int, default=None, help="generate exactly N events instead"
-    )
-    parser.add_argument(
-        "--repeat", type=int, default=1, help="runs per contender (best throughput kept)"
-    )
-    parser.add_argument("--keep", type=Path, default=None, help="also keep the generated file here")
-    parser.add_argument("--skip-download", action="store_true", help="skip the download benchmark")
-    parser.add_argument("--download-images", type=int, default=500)
-    parser.add_argument("--download-concurrency", type=int, default=8)
-    parser.add_argument("--output", type=Path, default=RESULTS)
-    parser.add_argument("--_child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args._child:
-        print(json.dumps(_child(*args._child)))
-        return 0
-
+def _parser_section(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="memetag-bench-") as tmp:
         path = Path(tmp) / "Hangouts.json"
         start = time.perf_counter()
@@ -286,28 +378,6 @@ def main(argv: list[str] | None = None) -> int:
         "vs_json_load": round(ours["mb_per_s"] / results["json_load"]["mb_per_s"], 2),
         "vs_ijson": round(ours["mb_per_s"] / results["ijson_items"]["mb_per_s"], 2),
     }
-    report = {
-        "parser": {
-            "file": info,
-            "results": results,
-            "ratios": ratios,
-            "targets": TARGETS,
-            "targets_met": {
-                "max_rss_mb": ours["peak_rss_mb"] < TARGETS["max_rss_mb"],
-                "vs_json_load": ratios["vs_json_load"] >= TARGETS["vs_json_load"],
-                "vs_ijson": ratios["vs_ijson"] >= TARGETS["vs_ijson"],
-            },
-        },
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-        },
-    }
-    download = _download_section(args)
-    if download is not None:
-        report["download"] = download
-
     print(f"\n{'contender':<14}{'MB/s':>8}{'seconds':>9}{'peak RSS MB':>13}{'items':>9}")
     for name, row in results.items():
         print(
@@ -316,9 +386,83 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nours / json.load = {ratios['vs_json_load']}x (target >= {TARGETS['vs_json_load']})")
     print(f"ours / ijson     = {ratios['vs_ijson']}x (target >= {TARGETS['vs_ijson']})")
     print(f"ours peak RSS    = {ours['peak_rss_mb']} MB (target < {TARGETS['max_rss_mb']})")
-    if download is not None:
-        shown = ", ".join(f"{k}={v}" for k, v in download.items())
-        print(f"download: {shown}")
+    return {
+        "file": info,
+        "results": results,
+        "ratios": ratios,
+        "targets": TARGETS,
+        "targets_met": {
+            "max_rss_mb": ours["peak_rss_mb"] < TARGETS["max_rss_mb"],
+            "vs_json_load": ratios["vs_json_load"] >= TARGETS["vs_json_load"],
+            "vs_ijson": ratios["vs_ijson"] >= TARGETS["vs_ijson"],
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--size-mb", type=float, default=250.0, help="synthetic file size (default 250)"
+    )
+    parser.add_argument(
+        "--events", type=int, default=None, help="generate exactly N events instead"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per contender (best throughput kept)"
+    )
+    parser.add_argument("--keep", type=Path, default=None, help="also keep the generated file here")
+    parser.add_argument("--skip-download", action="store_true", help="skip the download benchmark")
+    parser.add_argument("--download-images", type=int, default=500)
+    parser.add_argument("--download-concurrency", type=int, default=8)
+    parser.add_argument(
+        "--csv-rows", type=int, default=200_000, help="labels CSV rows (default 200000)"
+    )
+    parser.add_argument(
+        "--only",
+        choices=("parser", "download", "csv"),
+        action="append",
+        help="run only these sections (repeatable); the others keep their last results",
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--_child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--_csv_child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args._child:
+        print(json.dumps(_child(*args._child)))
+        return 0
+    if args._csv_child:
+        print(json.dumps(_csv_child(*args._csv_child)))
+        return 0
+
+    sections = set(args.only or ("parser", "download", "csv"))
+    if args.skip_download:
+        sections.discard("download")
+    report: dict = {}
+    if args.output.exists():
+        report = json.loads(args.output.read_text())
+    if "parser" in sections:
+        report["parser"] = _parser_section(args)
+    if "download" in sections:
+        download = _download_section(args)
+        if download is not None:
+            report["download"] = download
+            print("download: " + ", ".join(f"{k}={v}" for k, v in download.items()))
+    if "csv" in sections:
+        with tempfile.TemporaryDirectory(prefix="memetag-bench-csv-") as tmp:
+            report["labels_csv"] = csv = _csv_section(args.csv_rows, Path(tmp))
+        large = csv["runs"]["large"]
+        print(
+            f"labels CSV: {large['rows']} rows at {large['rows_per_s']} rows/s "
+            f"(target >= {CSV_TARGETS['rows_per_s']}), peak RSS {large['peak_rss_mb']} MB "
+            f"(target < {CSV_TARGETS['max_rss_mb']}), CPU per row vs a quarter of the rows "
+            f"{csv['cpu_per_row_large_vs_small']}x "
+            f"(target <= {CSV_TARGETS['cpu_per_row_large_vs_small']}x)"
+        )
+    report["machine"] = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.output}")

@@ -18,8 +18,7 @@ from memetag.cli import main
 from memetag.demo import CATEGORIES
 from tests.helpers.tastes import make_chat, write_labels_csv
 
-CONFIG = (
-    """
+CONFIG = """
 [model]
 backbone = "test_efficientnet"
 pretrained = "none"
@@ -35,11 +34,9 @@ decode_workers = 0
 [train]
 min_posts_per_person = 3
 epochs = 20
-"""
-    + "".join(
-        f'\n[labels.{name}]\nemoji = "{emoji}"\ndescription = "{name}"\n'
-        for name, emoji in zip(CATEGORIES, ["😂", "🐦", "🗯️", "📰", "📷", "📺"], strict=True)
-    )
+""" + "".join(
+    f'\n[labels.{name}]\nemoji = "{emoji}"\ndescription = "{name}"\n'
+    for name, emoji in zip(CATEGORIES, ["😂", "🐦", "🗯️", "📰", "📷", "📺"], strict=True)
 )
 
 

@@ -19,9 +19,10 @@ import fcntl
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from store.db import Database, translate_error
 from store.errors import StoreError
 from store.files import ImageFiles
 from store.orphans import ORPHAN_GRACE_S, check_files_belong, sweep_orphans
-from store.queries.images import claim_image_file
+from store.queries.images import claim_image_files
 from store.queries.posts import (
     StoredImage,
     StoreOutcome,
@@ -42,7 +43,7 @@ from store.queries.posts import (
     insert_posts,
     list_posts_to_fetch,
     record_failure,
-    record_stored,
+    record_stored_many,
 )
 from store.queries.privacy import list_opted_out
 from store.rows import NewPost, Post
@@ -52,6 +53,13 @@ log = logging.getLogger(__name__)
 
 MAX_FAILURE_EXAMPLES = 10
 _FETCH_PAGE = 500  # posts read from the store at a time in the fetch phase
+# Posts whose bytes are in the export are stored in batches: one worker-thread job reads and
+# checks a batch, one transaction claims its new files, one job writes them, one transaction
+# links them all. Per post, the hand-offs between the event loop, worker threads and the
+# database thread cost more than reading and checking a small image.
+_LOCAL_BATCH = 64
+_LOCAL_BATCH_BYTES = 32 * 1024 * 1024  # bytes one job reads ahead, at most (plus one file)
+_LOCAL_BATCHES_IN_FLIGHT = 2  # one being read and checked while the other is stored
 
 # on_progress(phase, done, total, failures): phase is "parse" or "download".
 ProgressFn = Callable[[str, int, int | None, int], None]
@@ -300,16 +308,7 @@ async def fetch_post_bytes(
     if post.local_ref is not None:
         # Archive readers (tar in particular) are not safe to use from two threads at once.
         async with reader_lock:
-            if reader is None or not reader.exists(post.local_ref):
-                raise DownloadError(post.local_ref, "missing_file", "not found in the export")
-            try:
-                return await asyncio.to_thread(reader.read_bytes, post.local_ref, max_bytes)
-            except MemberTooLarge as exc:
-                raise DownloadError(post.local_ref, "too_large", str(exc)) from None
-            except IngestError as exc:
-                # The archive's data for this member is damaged: this post fails, the rest of
-                # the export goes on.
-                raise DownloadError(post.local_ref, "unreadable", str(exc)) from None
+            return await asyncio.to_thread(_read_local, reader, post.local_ref, max_bytes)
     if post.url is None:
         raise DownloadError(post.source_id, "bad_url", "the post has neither a URL nor a file")
     if fetcher is None:
@@ -317,6 +316,57 @@ async def fetch_post_bytes(
     return await fetcher.fetch(
         post.url, must_be_image=post.must_sniff, fallback_urls=post.fallback_urls
     )
+
+
+def _read_local(reader: LocalReader | None, member: str, max_bytes: int) -> bytes:
+    """The bytes of one export member (blocking; the caller keeps other threads off ``reader``).
+
+    Raises:
+        DownloadError: the file is missing, too large or unreadable.
+    """
+    if reader is None or not reader.exists(member):
+        raise DownloadError(member, "missing_file", "not found in the export")
+    try:
+        return reader.read_bytes(member, max_bytes)
+    except MemberTooLarge as exc:
+        raise DownloadError(member, "too_large", str(exc)) from None
+    except IngestError as exc:
+        # The archive's data for this member is damaged: this post fails, the rest of the
+        # export goes on.
+        raise DownloadError(member, "unreadable", str(exc)) from None
+
+
+def _read_and_check_local(
+    posts: Sequence[FetchablePost],
+    reader: LocalReader | None,
+    read_lock: threading.Lock,
+    *,
+    max_bytes: int,
+    max_pixels: int,
+) -> list[tuple[ImageInfo, bytes] | DownloadError | ImageRejected]:
+    """Worker thread: read and check the leading posts of ``posts`` whose bytes are local.
+
+    Stops once ``_LOCAL_BATCH_BYTES`` are held (after at least one post), so a batch of large
+    files never holds more than that: the caller goes on with the posts not reached. Returns
+    one result per post reached, in order: the checked image, or why the post failed.
+    """
+    results: list[tuple[ImageInfo, bytes] | DownloadError | ImageRejected] = []
+    held = 0
+    for post in posts:
+        if held >= _LOCAL_BATCH_BYTES:
+            break
+        member = post.local_ref or ""
+        try:
+            with read_lock:
+                data = _read_local(reader, member, max_bytes)
+            with warnings_about(member):
+                info = inspect_image(data, max_pixels=max_pixels)
+        except (DownloadError, ImageRejected) as exc:
+            results.append(exc)
+        else:
+            results.append((info, data))
+            held += len(data)
+    return results
 
 
 async def check_image_bytes(data: bytes, *, max_pixels: int, about: object) -> ImageInfo:
@@ -342,19 +392,46 @@ async def store_checked_image(
     Claim, write, then link: a sweep in any process deletes only a file whose claim is stale,
     and the link re-checks the file under the write lock. The file write runs in a thread.
     """
+    (outcome,) = await store_checked_images(db, files, [(post_id, info, data)])
+    return outcome
+
+
+async def store_checked_images(
+    db: Database, files: ImageFiles, checked: Sequence[tuple[int, ImageInfo, bytes]]
+) -> list[StoreOutcome]:
+    """:func:`store_checked_image` for many (post id, info, bytes): one claim transaction, one
+    thread job writing the files, one transaction linking every post. Returns one outcome per
+    item, in order."""
+    if not checked:
+        return []
+    distinct: dict[str, tuple[ImageInfo, bytes]] = {}
+    for _, info, data in checked:
+        distinct.setdefault(info.sha256, (info, data))
 
     def put() -> None:
-        files.write(info.sha256, info.ext, data)
+        for info, data in distinct.values():
+            files.write(info.sha256, info.ext, data)
 
-    await claim_image_file(db, info.sha256, info.ext)
+    await claim_image_files(db, [(info.sha256, info.ext) for info, _ in distinct.values()])
     await asyncio.to_thread(put)
-    return await record_stored(
+    return await record_stored_many(
         db,
-        post_id,
-        StoredImage(
-            info.sha256, info.phash, info.width, info.height, info.format, info.ext, info.bytes
-        ),
-        ensure_file=put,
+        [
+            (
+                post_id,
+                StoredImage(
+                    info.sha256,
+                    info.phash,
+                    info.width,
+                    info.height,
+                    info.format,
+                    info.ext,
+                    info.bytes,
+                ),
+            )
+            for post_id, info, _ in checked
+        ],
+        ensure_files=put,
     )
 
 
@@ -378,41 +455,55 @@ async def fetch_images(
     # held as Post objects and tasks cost 3 KB a row, and the cyclic GC rescanned them all.
     total = await count_posts_to_fetch(db, source, retry_failed=retry_failed)  # until listed
     window = asyncio.Semaphore(4 * concurrency)
+    batches = asyncio.Semaphore(_LOCAL_BATCHES_IN_FLIGHT)
     done = 0
     failures = 0
     sem = asyncio.Semaphore(concurrency)
     reader_lock = asyncio.Lock()
+    read_lock = threading.Lock()  # local posts: archive readers are not thread-safe
+    # One batch is read and checked while the one before it is stored; two checking at once
+    # would only contend for the GIL.
+    reading = asyncio.Lock()
+
+    def count_stored(outcome: StoreOutcome) -> None:
+        summary.stored += 1
+        if outcome.is_new:
+            summary.new_images += 1
+        else:
+            summary.duplicates += 1
+
+    async def note_failure(post: Post, exc: DownloadError | ImageRejected) -> None:
+        nonlocal failures
+        reason, detail = exc.reason, exc.detail or str(exc)
+        # A link or embed is only a post if it is an image: anything else is no failure.
+        if post.must_sniff and reason in ("not_image", "empty"):
+            await record_failure(db, post.id, reason, detail, not_image=True)
+            summary.not_images += 1
+        else:
+            await record_failure(db, post.id, reason, detail)
+            summary.failures[reason] += 1
+            if len(summary.failure_examples) < MAX_FAILURE_EXAMPLES:
+                where = post.local_ref or post.url or post.source_id
+                summary.failure_examples.append(f"{clip(where)}: {reason}: {detail}")
+            failures += 1
+
+    def progressed(n: int) -> None:
+        nonlocal done
+        done += n
+        if on_progress:
+            on_progress("download", done, total, failures)
 
     async def one(post: Post) -> None:
-        nonlocal done, failures
         async with sem:
             try:
                 data = await fetch_post_bytes(post, reader, reader_lock, fetcher, max_bytes)
                 info = await check_image_bytes(
                     data, max_pixels=max_pixels, about=post.local_ref or post.url or post.source_id
                 )
-                outcome = await store_checked_image(db, files, post.id, info, data)
-                summary.stored += 1
-                if outcome.is_new:
-                    summary.new_images += 1
-                else:
-                    summary.duplicates += 1
+                count_stored(await store_checked_image(db, files, post.id, info, data))
             except (DownloadError, ImageRejected) as exc:
-                reason, detail = exc.reason, exc.detail or str(exc)
-                # A link or embed is only a post if it is an image: anything else is no failure.
-                if post.must_sniff and reason in ("not_image", "empty"):
-                    await record_failure(db, post.id, reason, detail, not_image=True)
-                    summary.not_images += 1
-                else:
-                    await record_failure(db, post.id, reason, detail)
-                    summary.failures[reason] += 1
-                    if len(summary.failure_examples) < MAX_FAILURE_EXAMPLES:
-                        where = post.local_ref or post.url or post.source_id
-                        summary.failure_examples.append(f"{clip(where)}: {reason}: {detail}")
-                    failures += 1
-            done += 1
-            if on_progress:
-                on_progress("download", done, total, failures)
+                await note_failure(post, exc)
+            progressed(1)
 
     async def one_then_release(post: Post) -> None:
         try:
@@ -420,11 +511,60 @@ async def fetch_images(
         finally:
             window.release()
 
+    async def read_and_check(
+        posts: list[Post],
+    ) -> list[tuple[ImageInfo, bytes] | DownloadError | ImageRejected]:
+        job = asyncio.ensure_future(
+            asyncio.to_thread(
+                _read_and_check_local,
+                posts,
+                reader,
+                read_lock,
+                max_bytes=max_bytes,
+                max_pixels=max_pixels,
+            )
+        )
+        try:
+            # Shielded: a cancelled ingest must not leave a worker inside the reader, which
+            # the caller closes right after.
+            return await asyncio.shield(job)
+        finally:
+            if not job.done():
+                await asyncio.wait([job])
+
+    async def local_batch(posts: list[Post]) -> None:
+        """Posts whose bytes are in the export, a batch at a time; each post fails alone."""
+        while posts:
+            async with reading:
+                results = await read_and_check(posts)
+            reached, posts = posts[: len(results)], posts[len(results) :]
+            checked = []
+            failed = []
+            for post, result in zip(reached, results, strict=True):
+                if isinstance(result, tuple):
+                    checked.append((post.id, *result))
+                else:
+                    failed.append((post, result))
+            del results
+            for outcome in await store_checked_images(db, files, checked):
+                count_stored(outcome)
+            del checked  # the bytes: not held while the next job reads
+            for post, exc in failed:
+                await note_failure(post, exc)
+            progressed(len(reached))
+
+    async def local_batch_then_release(posts: list[Post]) -> None:
+        try:
+            await local_batch(posts)
+        finally:
+            batches.release()
+
     if on_progress:
         on_progress("download", 0, total, 0)
     try:
         async with asyncio.TaskGroup() as tg:
             listed = after = 0
+            local: list[Post] = []
             while page := await list_posts_to_fetch(
                 db, source, retry_failed=retry_failed, after_id=after, limit=_FETCH_PAGE
             ):
@@ -435,8 +575,18 @@ async def fetch_images(
                     listed += 1
                     if post.status == "failed":
                         summary.retried += 1
+                    if post.local_ref is not None:
+                        local.append(post)
+                        if len(local) >= _LOCAL_BATCH:
+                            await batches.acquire()
+                            tg.create_task(local_batch_then_release(local))
+                            local = []
+                        continue
                     await window.acquire()
                     tg.create_task(one_then_release(post))
+            if local:
+                await batches.acquire()
+                tg.create_task(local_batch_then_release(local))
             total = listed
     except ExceptionGroup as group:
         # A full disk or a locked database stops every download: say it in one line.

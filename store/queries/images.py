@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import aiosqlite
 
 from store.db import Database, utcnow
@@ -63,12 +65,22 @@ async def claim_image_file(db: Database, sha256: str, ext: str) -> None:
     ``record_stored`` removes the claim when the file is linked to an image. A claim left behind
     means the writer died in between, and only then may the sweep delete the file.
     """
+    await claim_image_files(db, [(sha256, ext)])
+
+
+async def claim_image_files(db: Database, claims: Iterable[tuple[str, str]]) -> None:
+    """:func:`claim_image_file` for many (sha256, ext) files, in one transaction."""
+    claims = list(claims)
+    if not claims:
+        return
     async with db.transaction() as conn:
-        await conn.execute(
+        now = utcnow("microseconds")  # stamped under the write lock, as the sweep reads it
+        rows = [(sha256, ext, now) for sha256, ext in claims]
+        await conn.executemany(
             "INSERT INTO pending_files (sha256, ext, created_at) VALUES (?, ?, ?)"
             " ON CONFLICT(sha256) DO UPDATE SET ext = excluded.ext,"
             " created_at = excluded.created_at",
-            (sha256, ext, utcnow("microseconds")),
+            rows,
         )
 
 

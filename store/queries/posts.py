@@ -155,17 +155,19 @@ async def _refresh_known(
             await _apply_post_labels(conn, image_id, post_id, now)
 
 
+_APPLY_POST_LABELS = (
+    "INSERT OR IGNORE INTO label_votes (image_id, label_id, voter, vote, origin, created_at)"
+    " SELECT ?, l.id, 'ingest:' || p.source, 1, 'ingest', ?"
+    " FROM post_labels pl JOIN labels l ON l.name = pl.label"
+    " JOIN posts p ON p.id = pl.post_id WHERE pl.post_id = ?"
+)
+
+
 async def _apply_post_labels(
     conn: aiosqlite.Connection, image_id: int, post_id: int, now: str
 ) -> None:
     """The labels a post carried become 'ingest' votes on its image (once per source)."""
-    await conn.execute(
-        "INSERT OR IGNORE INTO label_votes (image_id, label_id, voter, vote, origin, created_at)"
-        " SELECT ?, l.id, 'ingest:' || p.source, 1, 'ingest', ?"
-        " FROM post_labels pl JOIN labels l ON l.name = pl.label"
-        " JOIN posts p ON p.id = pl.post_id WHERE pl.post_id = ?",
-        (image_id, now, post_id),
-    )
+    await conn.execute(_APPLY_POST_LABELS, (image_id, now, post_id))
 
 
 async def list_posts_to_fetch(
@@ -275,39 +277,87 @@ async def record_stored(
 
     Returns the image's id and whether it is new to the store.
     """
+    (outcome,) = await record_stored_many(db, [(post_id, image)], ensure_files=ensure_file)
+    return outcome
+
+
+# The per-post statements of record_stored_many, each run for a whole batch at once.
+_RELEASE_CLAIM = "DELETE FROM pending_files WHERE sha256 = ?"
+_INSERT_IMAGE = (
+    "INSERT INTO images (sha256, phash, width, height, format, ext, bytes, created_at)"
+    " VALUES (?,?,?,?,?,?,?,?)"
+)
+_LINK_POST = (
+    "UPDATE posts SET status = 'stored', image_id = ?, failure_reason = NULL,"
+    " failure_detail = NULL, attempts = attempts + 1, updated_at = ? WHERE id = ?"
+)
+
+
+async def _image_ids(conn: aiosqlite.Connection, hashes: Sequence[str]) -> dict[str, int]:
+    """sha256 -> image id, for those of ``hashes`` that have an image row."""
+    found: dict[str, int] = {}
+    for i in range(0, len(hashes), _IN_CHUNK):
+        chunk = hashes[i : i + _IN_CHUNK]
+        async with conn.execute(
+            f"SELECT sha256, id FROM images WHERE sha256 IN ({','.join('?' * len(chunk))})",
+            chunk,
+        ) as cur:
+            for row in await cur.fetchall():
+                found[row[0]] = row[1]
+    return found
+
+
+async def record_stored_many(
+    db: Database,
+    stored: Sequence[tuple[int, StoredImage]],
+    *,
+    ensure_files: Callable[[], object] | None = None,
+) -> list[StoreOutcome]:
+    """Link many posts to their images in one transaction: :func:`record_stored` for a batch.
+
+    A batch costs a handful of statements, not a few per post. Posts are linked in order: of
+    several posts with bytes new to the store, the first is the one whose image is new.
+
+    Args:
+        stored: (post id, image) pairs; the images' files are already in place.
+        ensure_files: called once (in a worker thread) inside the transaction, before any link
+            is committed, to make sure every image's file is in place (see ``record_stored``).
+
+    Returns one outcome per pair, in order.
+    """
+    if not stored:
+        return []
     now = utcnow()
+    images: dict[str, StoredImage] = {}
+    for _, image in stored:
+        images.setdefault(image.sha256, image)
+    hashes = list(images)
     async with db.transaction() as conn:
-        if ensure_file is not None:
-            await asyncio.to_thread(ensure_file)
-        await conn.execute("DELETE FROM pending_files WHERE sha256 = ?", (image.sha256,))
-        async with conn.execute("SELECT id FROM images WHERE sha256 = ?", (image.sha256,)) as cur:
-            row = await cur.fetchone()
-        is_new = row is None
-        if is_new:
-            cur = await conn.execute(
-                "INSERT INTO images (sha256, phash, width, height, format, ext, bytes, created_at)"
-                " VALUES (?,?,?,?,?,?,?,?)",
-                (
-                    image.sha256,
-                    image.phash,
-                    image.width,
-                    image.height,
-                    image.format,
-                    image.ext,
-                    image.bytes,
-                    now,
-                ),
+        if ensure_files is not None:
+            await asyncio.to_thread(ensure_files)
+        await conn.executemany(_RELEASE_CLAIM, [(sha,) for sha in hashes])
+        known = await _image_ids(conn, hashes)
+        new = [images[sha] for sha in hashes if sha not in known]
+        if new:
+            await conn.executemany(
+                _INSERT_IMAGE,
+                [
+                    (i.sha256, i.phash, i.width, i.height, i.format, i.ext, i.bytes, now)
+                    for i in new
+                ],
             )
-            image_id = cur.lastrowid
+            ids = {**known, **await _image_ids(conn, [i.sha256 for i in new])}
         else:
-            image_id = row[0]
-        await conn.execute(
-            "UPDATE posts SET status = 'stored', image_id = ?, failure_reason = NULL,"
-            " failure_detail = NULL, attempts = attempts + 1, updated_at = ? WHERE id = ?",
-            (image_id, now, post_id),
-        )
-        await _apply_post_labels(conn, image_id, post_id, now)
-    return StoreOutcome(image_id=image_id, is_new=is_new)
+            ids = known
+        await conn.executemany(_LINK_POST, [(ids[i.sha256], now, pid) for pid, i in stored])
+        await conn.executemany(_APPLY_POST_LABELS, [(ids[i.sha256], now, pid) for pid, i in stored])
+    outcomes = []
+    fresh = {i.sha256 for i in new}
+    for _, image in stored:
+        is_new = image.sha256 in fresh
+        fresh.discard(image.sha256)
+        outcomes.append(StoreOutcome(image_id=ids[image.sha256], is_new=is_new))
+    return outcomes
 
 
 async def record_failure(

@@ -34,6 +34,15 @@ class ParseError(IngestError):
         super().__init__(f"{clip(file)}{where}: {clip(message, 3 * CLIP_LIMIT)}")
 
 
+class MemberMissing(ParseError):
+    """A file an export refers to is not in it (or not a regular file inside it): only that item
+    fails, not the export."""
+
+    def __init__(self, file: str, member: str) -> None:
+        self.member = member
+        super().__init__(file, f"no member {clip(member)!r} in this export")
+
+
 class MemberTooLarge(ParseError):
     """One file inside an export is over the size limit; only that item fails, not the export."""
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import hashlib
 import logging
 import os
 import sqlite3
@@ -28,7 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ingest.errors import DownloadError, ImageRejected, IngestError, MemberTooLarge, clip
+from ingest.errors import (
+    DownloadError,
+    ImageRejected,
+    IngestError,
+    MemberMissing,
+    MemberTooLarge,
+    clip,
+)
 from ingest.images import ImageInfo, inspect_image
 from ingest.parsers.base import ParsedPost, ParseStats
 from store.db import Database, translate_error
@@ -68,9 +76,10 @@ ProgressFn = Callable[[str, int, int | None, int], None]
 class LocalReader(Protocol):
     """What the fetch phase needs from an export to read bytes stored inside it."""
 
-    def read_bytes(self, member: str, max_bytes: int) -> bytes: ...
-
-    def exists(self, member: str) -> bool: ...
+    def read_bytes(self, member: str, max_bytes: int) -> bytes:
+        """The member's bytes. Raises MemberMissing (no such member), MemberTooLarge (over
+        ``max_bytes``) or another IngestError (the export's data for it is damaged)."""
+        ...
 
 
 class Fetcher(Protocol):
@@ -324,10 +333,12 @@ def _read_local(reader: LocalReader | None, member: str, max_bytes: int) -> byte
     Raises:
         DownloadError: the file is missing, too large or unreadable.
     """
-    if reader is None or not reader.exists(member):
+    if reader is None:
         raise DownloadError(member, "missing_file", "not found in the export")
     try:
         return reader.read_bytes(member, max_bytes)
+    except MemberMissing:
+        raise DownloadError(member, "missing_file", "not found in the export") from None
     except MemberTooLarge as exc:
         raise DownloadError(member, "too_large", str(exc)) from None
     except IngestError as exc:
@@ -336,10 +347,40 @@ def _read_local(reader: LocalReader | None, member: str, max_bytes: int) -> byte
         raise DownloadError(member, "unreadable", str(exc)) from None
 
 
+class CheckedImages:
+    """What ``inspect_image`` said of bytes already checked in this run, by their sha256.
+
+    A chat reposts: the same bytes under another name. Checking them again would decode the
+    same pixels to the same answer, so the answer is reused; it is keyed by the hash of the
+    whole bytes, never by a name, so changed bytes are always checked. Bounded: holds the
+    latest ``limit`` answers (each a few hundred bytes). Thread-safe.
+    """
+
+    def __init__(self, limit: int = 20_000) -> None:
+        self._limit = limit
+        self._infos: dict[str, ImageInfo] = {}
+        self._lock = threading.Lock()
+
+    def check(self, data: bytes, *, max_pixels: int) -> ImageInfo:
+        """``inspect_image(data, max_pixels=...)``, answered from memory for bytes seen before."""
+        sha = hashlib.sha256(data).hexdigest()
+        with self._lock:
+            info = self._infos.get(sha)
+        if info is not None and info.width * info.height <= max_pixels:
+            return info
+        info = inspect_image(data, max_pixels=max_pixels)
+        with self._lock:
+            if len(self._infos) >= self._limit:
+                del self._infos[next(iter(self._infos))]  # the oldest answer
+            self._infos[sha] = info
+        return info
+
+
 def _read_and_check_local(
     posts: Sequence[FetchablePost],
     reader: LocalReader | None,
     read_lock: threading.Lock,
+    checked: CheckedImages,
     *,
     max_bytes: int,
     max_pixels: int,
@@ -360,7 +401,7 @@ def _read_and_check_local(
             with read_lock:
                 data = _read_local(reader, member, max_bytes)
             with warnings_about(member):
-                info = inspect_image(data, max_pixels=max_pixels)
+                info = checked.check(data, max_pixels=max_pixels)
         except (DownloadError, ImageRejected) as exc:
             results.append(exc)
         else:
@@ -412,6 +453,10 @@ async def store_checked_images(
         for info, data in distinct.values():
             files.write(info.sha256, info.ext, data)
 
+    def ensure() -> None:  # under the write lock: a sweep cannot take a file from here on
+        for info, data in distinct.values():
+            files.ensure(info.sha256, info.ext, data)
+
     await claim_image_files(db, [(info.sha256, info.ext) for info, _ in distinct.values()])
     await asyncio.to_thread(put)
     return await record_stored_many(
@@ -431,7 +476,7 @@ async def store_checked_images(
             )
             for post_id, info, _ in checked
         ],
-        ensure_files=put,
+        ensure_files=ensure,
     )
 
 
@@ -461,6 +506,7 @@ async def fetch_images(
     sem = asyncio.Semaphore(concurrency)
     reader_lock = asyncio.Lock()
     read_lock = threading.Lock()  # local posts: archive readers are not thread-safe
+    checked = CheckedImages()
     # One batch is read and checked while the one before it is stored; two checking at once
     # would only contend for the GIL.
     reading = asyncio.Lock()
@@ -520,6 +566,7 @@ async def fetch_images(
                 posts,
                 reader,
                 read_lock,
+                checked,
                 max_bytes=max_bytes,
                 max_pixels=max_pixels,
             )

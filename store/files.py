@@ -78,6 +78,20 @@ class ImageFiles:
                 log.info("temp file for %s vanished; writing it again", final)
         return final
 
+    def ensure(self, sha256: str, ext: str, data: bytes) -> Path:
+        """Make sure the file is in place, writing it only if it is missing or the wrong size.
+
+        For the check a writer repeats under the store's write lock just before linking a file
+        it wrote moments ago: one stat when all is well (``write`` already refreshed its time).
+        """
+        final = self.path_for(sha256, ext)
+        try:
+            if final.stat().st_size == len(data):
+                return final
+        except FileNotFoundError:
+            pass
+        return self.write(sha256, ext, data)
+
     def _write_new(self, final: Path, data: bytes) -> None:
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(

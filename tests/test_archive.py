@@ -223,3 +223,31 @@ def test_detect_each_fixture():
             assert detect_format(source) == expected, sub
     with open_export(FIXTURES / "discord") as source:
         assert len(list_export_files(source, "discord-export")) == 3
+
+
+def test_a_bare_file_opens_the_files_beside_it_only_inside_its_folder(tmp_path):
+    """A labels CSV given as a file reads the images it names by path: regular files inside
+    its folder only; anything else is no member, and a FIFO never hangs the reader."""
+    from ingest.errors import MemberMissing
+
+    root = tmp_path / "set"
+    (root / "img").mkdir(parents=True)
+    (root / "labels.csv").write_text("filename,labels\n")
+    (root / "img" / "a.png").write_bytes(b"inside")
+    (tmp_path / "secret.png").write_bytes(b"outside")
+    os.symlink(tmp_path / "secret.png", root / "img" / "out.png")
+    os.symlink(root / "img" / "a.png", root / "img" / "alias.png")
+    os.symlink(root / "img", root / "dir-alias")
+    os.mkfifo(root / "img" / "pipe.png")
+    with open_export(root / "labels.csv") as source:
+        assert source.read_bytes("img/a.png", 100) == b"inside"
+        assert source.read_bytes("img/alias.png", 100) == b"inside"  # a link kept inside
+        assert source.read_bytes("dir-alias/a.png", 100) == b"inside"
+        with source.open("img/a.png") as fh:
+            assert fh.read() == b"inside"
+        for member in ("img/out.png", "img/pipe.png", "img", "img/none.png", "../secret.png",
+                       "/etc/passwd", "img/a.png/x"):  # fmt: skip
+            with pytest.raises(MemberMissing, match="no member"):
+                source.read_bytes(member, 100)
+            assert not source.exists(member)
+        assert source.exists("img/a.png")

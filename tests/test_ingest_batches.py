@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 import ingest.pipeline as pipeline
+from ingest.errors import MemberMissing
 from ingest.parsers.base import ParsedPost, ParseStats
 from ingest.pipeline import IngestSummary, run_ingest
 from store.files import ImageFiles
@@ -24,12 +25,13 @@ class DictReader:
         self.members = members
         self.broken = broken
 
-    def exists(self, member: str) -> bool:
-        return member in self.members
-
     def read_bytes(self, member: str, max_bytes: int) -> bytes:
+        if member not in self.members:
+            raise MemberMissing("export", member)
         if member in self.broken:
             raise RuntimeError(f"the disk went away under {member}")
+        if member not in self.members:
+            raise MemberMissing("export", member)
         return self.members[member]
 
 
@@ -167,3 +169,34 @@ async def test_record_stored_many_links_in_order_and_releases_claims(db):
     assert [by_id[i].image_id for i in ids[1:]] == [o.image_id for o in outcomes]
     assert all(by_id[i].status == "stored" and by_id[i].attempts == 1 for i in ids)
     assert await record_stored_many(db, []) == []
+
+
+async def test_reposted_bytes_are_checked_once_per_run(db, tmp_path, monkeypatch):
+    calls: list[int] = []
+    real = pipeline.inspect_image
+
+    def counting(data, **kwargs):
+        calls.append(len(data))
+        return real(data, **kwargs)
+
+    monkeypatch.setattr(pipeline, "inspect_image", counting)
+    members, parsed = _export(40, distinct=3)
+    members["img/5.png"] = members["img/5.png"][:-40]  # the same picture, cut: other bytes
+    s = await _run(db, tmp_path, parsed, DictReader(members))
+    assert s.stored == 39 and dict(s.failures) == {"truncated": 1}
+    assert len(calls) == 4  # three pictures and the cut copy; every repost answered from memory
+
+
+def test_checked_images_keeps_only_its_latest_answers(monkeypatch):
+    calls: list[int] = []
+    real = pipeline.inspect_image
+    monkeypatch.setattr(
+        pipeline, "inspect_image", lambda data, **kw: calls.append(1) or real(data, **kw)
+    )
+    checked = pipeline.CheckedImages(limit=2)
+    a, b, c = (make_image("PNG", seed=s) for s in range(3))
+    for data in (a, b, a, c, a, b):
+        info = checked.check(data, max_pixels=10_000_000)
+        assert info.bytes == len(data)
+    # a, b checked; a remembered; c pushes a out (the oldest); a and then b checked again.
+    assert len(calls) == 5

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from ingest.download import Downloader, create_session
-from ingest.errors import IngestError
+from ingest.errors import IngestError, MemberMissing
 from ingest.parsers.base import ParsedPost, ParseStats
 from ingest.pipeline import IngestSummary, ingest_lock, run_ingest
 from store.files import ImageFiles
@@ -23,10 +23,9 @@ class DictReader:
     def __init__(self, members: dict[str, bytes]) -> None:
         self.members = members
 
-    def exists(self, member: str) -> bool:
-        return member in self.members
-
     def read_bytes(self, member: str, max_bytes: int) -> bytes:
+        if member not in self.members:
+            raise MemberMissing("export", member)
         return self.members[member]
 
 
@@ -178,9 +177,6 @@ async def test_too_large_is_told_by_type_not_by_message_text(db, tmp_path):
 
         def __init__(self, source) -> None:
             self.source = source
-
-        def exists(self, member: str) -> bool:
-            return self.source.exists(member)
 
         def read_bytes(self, member: str, max_bytes: int) -> bytes:
             if member == "odd.png":

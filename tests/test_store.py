@@ -207,6 +207,19 @@ def test_image_files_atomic_write(tmp_path):
     assert [name.name for name in p.parent.iterdir()] == [p.name]  # no temp file left
 
 
+def test_image_files_ensure_writes_only_what_is_gone(tmp_path):
+    files = ImageFiles(tmp_path / "images")
+    sha = "ab" * 32
+    p = files.write(sha, "png", b"x" * 10)
+    os.utime(p, (1, 1))
+    assert files.ensure(sha, "png", b"x" * 10) == p
+    assert p.stat().st_mtime == 1  # in place: one stat, nothing written
+    p.unlink()  # a sweep took it
+    assert files.ensure(sha, "png", b"x" * 10) == p and p.read_bytes() == b"x" * 10
+    p.write_bytes(b"cut")  # the wrong size: written again
+    assert files.ensure(sha, "png", b"x" * 10) == p and p.read_bytes() == b"x" * 10
+
+
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()

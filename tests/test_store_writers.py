@@ -10,6 +10,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ingest.errors import MemberMissing
 from ingest.parsers.base import ParsedPost, ParseStats
 from ingest.pipeline import run_ingest
 from store.db import open_database
@@ -54,10 +55,9 @@ class _Folder:
     def __init__(self, members: dict[str, bytes]) -> None:
         self.members = members
 
-    def exists(self, member: str) -> bool:
-        return member in self.members
-
     def read_bytes(self, member: str, max_bytes: int) -> bytes:
+        if member not in self.members:
+            raise MemberMissing("export", member)
         return self.members[member]
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from ingest.archive import ExportSource, normalize_member
-from ingest.errors import ParseError
+from ingest.errors import MemberMissing, ParseError
 from ingest.parsers._encoding import python_codec, sniff_encoding
 from ingest.parsers.base import ParsedPost, ParseStats, as_utc
 
@@ -80,10 +80,12 @@ def _content_id(source: ExportSource, member: str, rel: str) -> str:
     that both hold ``funny/001.png`` one post; the bytes tell them apart, and the same set
     ingested again — from a zip or unpacked, from any location — keeps its ids.
     """
-    if not source.exists(member):
+    try:
+        fh = source.open(member)
+    except MemberMissing:
         return f"missing:{rel}"  # the pipeline records it as missing_file
     digest = hashlib.sha256()
-    with source.open(member) as fh:
+    with fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return f"{digest.hexdigest()[:16]}:{rel}"

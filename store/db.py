@@ -154,8 +154,18 @@ class Database:
         if self._in_own_transaction():
             raise RuntimeError("store transactions do not nest; use the connection you have")
         async with self._write_lock:
+            begin = asyncio.ensure_future(writer.execute("BEGIN IMMEDIATE"))
             try:
-                await writer.execute("BEGIN IMMEDIATE")
+                # Shielded: a cancelled wait (another process holding the write lock, a task
+                # group stopping) does not stop the BEGIN already queued on the connection's
+                # thread, so it is awaited and undone here, or the next write would fail with
+                # "cannot start a transaction within a transaction".
+                await asyncio.shield(begin)
+            except asyncio.CancelledError:
+                await asyncio.wait([begin])
+                if not begin.cancelled() and begin.exception() is None and writer.in_transaction:
+                    await writer.execute("ROLLBACK")
+                raise
             except sqlite3.Error as exc:
                 self._raise_translated(exc)
                 raise

@@ -51,6 +51,10 @@ def _post(sid: str, local: str, *, labels_=("meme",)) -> ParsedPost:
 
 
 async def _run(db, tmp_path, parsed, reader) -> IngestSummary:
+    return await _run_batches(db, tmp_path, parsed, reader)
+
+
+async def _run_batches(db, tmp_path, parsed, reader, batch_size: int = 500) -> IngestSummary:
     return await run_ingest(
         db,
         ImageFiles(tmp_path / "images"),
@@ -60,6 +64,7 @@ async def _run(db, tmp_path, parsed, reader) -> IngestSummary:
         people={},
         reader=reader,
         max_pixels=10_000_000,
+        batch_size=batch_size,
     )
 
 
@@ -200,3 +205,24 @@ def test_checked_images_keeps_only_its_latest_answers(monkeypatch):
         assert info.bytes == len(data)
     # a, b checked; a remembered; c pushes a out (the oldest); a and then b checked again.
     assert len(calls) == 5
+
+
+async def test_an_item_listed_twice_in_one_export_is_one_post_counted_once(db, tmp_path):
+    members, parsed = _export(6, distinct=2)
+    # Listed again far apart (another record batch) and right after itself (the same batch).
+    listed = parsed + [parsed[0], parsed[5], parsed[5]]
+    s = await _run_batches(db, tmp_path, listed, DictReader(members), batch_size=4)
+    assert (s.image_items, s.new_posts, s.known_posts, s.stored) == (6, 6, 0, 6)
+    again = await _run_batches(db, tmp_path, listed, DictReader(members), batch_size=4)
+    assert (again.image_items, again.new_posts, again.known_posts) == (6, 0, 6)
+    assert len(await posts.list_posts(db, "test")) == 6
+
+
+def test_post_ids_is_a_set_of_ids_in_one_bit_each():
+    ids = pipeline.PostIds()
+    assert ids.add(5) and ids.add(1_000_000) and ids.add(0)
+    assert not ids.add(5)
+    assert len(ids) == 3 and 5 in ids and 1_000_000 in ids and 0 in ids
+    assert 4 not in ids and 6 not in ids and 999_999 not in ids and 10**9 not in ids
+    assert -1 not in ids and "5" not in ids
+    assert len(ids._bits) <= 2 * (1_000_000 // 8 + 1)  # bits, not objects

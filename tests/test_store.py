@@ -317,6 +317,35 @@ async def test_failed_commit_leaves_no_open_transaction(db):
         await conn.execute("INSERT INTO people (name, created_at) VALUES ('ok', 'now')")
 
 
+async def test_a_write_cancelled_while_it_waits_for_the_lock_leaves_no_open_transaction(tmp_path):
+    """A task group stopping (one ingest batch failed) cancels a sibling whose BEGIN is still
+    waiting for another process's write lock; the BEGIN runs anyway, and must be undone."""
+    path = tmp_path / "m.db"
+    async with open_database(path) as db:
+        other = sqlite3.connect(path, timeout=5, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process writing
+        entered = asyncio.Event()
+
+        async def write() -> None:
+            entered.set()
+            async with db.transaction() as conn:
+                await conn.execute("INSERT INTO people (name, created_at) VALUES ('x', 'now')")
+
+        task = asyncio.create_task(write())
+        await entered.wait()
+        await asyncio.sleep(0.2)  # the BEGIN is now waiting inside SQLite's busy handler
+        task.cancel()
+        await asyncio.sleep(0.1)
+        other.execute("COMMIT")  # the queued BEGIN gets the lock
+        other.close()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not db.conn.in_transaction
+        async with db.transaction() as conn:  # the next write works
+            await conn.execute("INSERT INTO people (name, created_at) VALUES ('ok', 'now')")
+        assert [r[0] for r in await db.fetchall("SELECT name FROM people")] == ["ok"]
+
+
 async def test_same_display_name_is_not_the_same_person(db):
     def by(ref, name, source="discord"):
         return NewPost(source, f"m-{ref}-{source}", "c", None, source, ref, name, None, None, None)

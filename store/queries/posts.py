@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiosqlite
 
@@ -26,6 +26,9 @@ _POST_COLUMNS = (
 class InsertResult:
     inserted: int
     already_known: int
+    # The post id of each post given, in order, and whether this call recorded it (False: it
+    # was known already, or listed earlier in the same batch).
+    post_ids: list[tuple[int, bool]] = field(default_factory=list)
 
 
 _IN_CHUNK = 500  # ids per IN (...) list, well under SQLite's bound-parameter limit
@@ -65,6 +68,7 @@ async def insert_posts(
             by_source.setdefault(post.source, []).append(post)
         await ensure_label_ids(conn, sorted({label for p in posts for label in p.labels}))
         people_ids: dict[tuple[str, str, str | None], int] = {}
+        ids: dict[int, tuple[int, bool]] = {}  # id(post) -> (post id, recorded by this call)
         for source, group in by_source.items():
             existing = await _rows_by_source_id(conn, source, [p.source_id for p in group])
             new: dict[str, NewPost] = {}
@@ -104,6 +108,8 @@ async def insert_posts(
                     )
                 )
             if not rows:
+                for post in group:
+                    ids[id(post)] = (existing[post.source_id][0], False)
                 continue
             await conn.executemany(
                 "INSERT INTO posts (source, source_id, conversation_id, conversation_name,"
@@ -120,7 +126,13 @@ async def insert_posts(
             for post in again:
                 known += 1
                 await _refresh_known(conn, added[post.source_id], post, people, now)
-    return InsertResult(inserted=inserted, already_known=known)
+            firsts = {id(p) for p in new.values()}
+            for post in group:
+                row = existing.get(post.source_id) or added[post.source_id]
+                ids[id(post)] = (row[0], id(post) in firsts)
+    return InsertResult(
+        inserted=inserted, already_known=known, post_ids=[ids[id(p)] for p in posts]
+    )
 
 
 async def _refresh_known(

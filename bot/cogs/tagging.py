@@ -3,8 +3,10 @@
 The gateway handler only finds the message's images (no I/O) and offers the message to the
 bounded work queue (``bot.queue``); a worker downloads each image through the shared
 downloader, predicts it, stores it (the same checks and rows as ingest, committed) and only
-then shows the tags: a tag shown is a post committed. The prediction log, the live sender
-guess and the message -> images links are written after the tag.
+then shows the tags: a tag shown is a post committed. The workers' checked images are
+committed together (``bot.batching``): one image at rest alone and at once, a burst's images
+several per transaction. The prediction log, the live sender guess and the message -> images
+links are written after the tag.
 """
 
 from __future__ import annotations
@@ -23,12 +25,20 @@ import discord
 from discord.ext import commands, tasks
 
 from bot.baselines import BaselineTally
+from bot.batching import Batcher
 from bot.deps import Deps
 from bot.queue import WorkQueue
 from bot.render import ShownImage, label_emoji, reaction_emojis, reply_text
 from bot.views import build_reply_view
 from ingest.errors import IngestError
-from memetag.services.media import DISCORD_SOURCE, StoredPost, discord_post, store_fetched_image
+from memetag.services.media import (
+    DISCORD_SOURCE,
+    ImageInfo,
+    StoredPost,
+    check_fetched_image,
+    discord_post,
+    store_checked_posts,
+)
 from store.queries.admin import list_channel_settings, list_guild_thresholds
 from store.queries.bot import (
     TaggedImage,
@@ -43,6 +53,7 @@ from store.queries.bot import (
 )
 from store.queries.predictions import insert_prediction
 from store.queries.privacy import forget_message, is_opted_out
+from store.rows import NewPost
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +64,7 @@ _LINK = re.compile(
 )
 _REMEMBERED = 20_000  # (message, position) pairs remembered as taken, and deleted message ids
 _TIMINGS = 10_000
+_COMMIT_AT_MOST = 64  # checked images committed in one go
 _USER_MESSAGES = (discord.MessageType.default, discord.MessageType.reply)
 
 
@@ -170,6 +182,12 @@ class Tagging(commands.Cog):
         cfg = deps.cfg.bot
         self.settings = cfg
         self.queue = WorkQueue(maxsize=cfg.queue_size, workers=cfg.workers, name="memetag-tag")
+        self.commits: Batcher[tuple[NewPost, ImageInfo, bytes], StoredPost] = Batcher(
+            self._commit,
+            max_items=_COMMIT_AT_MOST,
+            key=lambda item: (item[0].source, item[0].source_id),
+            name="memetag-commit",
+        )
         self.emojis = label_emoji(deps.cfg)
         self.modes: dict[str, str] = dict(cfg.channels)
         self.disabled: set[str] = set()  # channels an admin switched off (/tagger channel)
@@ -195,11 +213,14 @@ class Tagging(commands.Cog):
     async def cog_unload(self) -> None:
         self.model_poll.cancel()
         await self.queue.close(0)
+        await self.commits.close()
 
     async def drain(self, timeout: float) -> bool:
         """Stop taking messages and finish the queued ones within ``timeout`` seconds."""
         self.model_poll.cancel()
-        return await self.queue.close(timeout)
+        drained = await self.queue.close(timeout)
+        await self.commits.close()
+        return drained
 
     async def reload_channels(self) -> None:
         """Re-read the watched channels from the store (config rows and admin commands)."""
@@ -389,15 +410,18 @@ class Tagging(commands.Cog):
             outcome.error = "stored, but the model could not read it"
         return outcome
 
-    async def _store(self, post, data: bytes) -> StoredPost:
+    async def _store(self, post: NewPost, data: bytes) -> StoredPost:
+        """``memetag.services.media.store_fetched_image``, the commit shared with other workers."""
         t0 = time.perf_counter()
-        deps = self.deps
-        stored = await store_fetched_image(
-            deps.db, deps.files, post, data, limits=deps.cfg.ingest, people=deps.cfg.people
-        )
+        info = await check_fetched_image(post, data, limits=self.deps.cfg.ingest)
+        stored = await self.commits.submit((post, info, data))
         self.stats.store_s.append(time.perf_counter() - t0)
         self.stats.images_stored += 1
         return stored
+
+    async def _commit(self, items: list[tuple[NewPost, ImageInfo, bytes]]) -> list[StoredPost]:
+        deps = self.deps
+        return await store_checked_posts(deps.db, deps.files, items, people=deps.cfg.people)
 
     async def _predict(self, predictor, data: bytes):
         t0 = time.perf_counter()

@@ -5,7 +5,7 @@ A post the bot sees is recorded like an item of a DiscordChatExporter export (so
 same channel finds it already known. Its bytes pass the same gates as ingest's: the downloader
 (byte cap, private-address refusal, early sniffing) when fetched by URL, then
 ``ingest.pipeline.check_image_bytes`` (sniffing, bomb limit, full decode) and
-``store_checked_image`` (content-addressed file, claimed then linked). Decoding, hashing and
+``store_checked_images`` (content-addressed files, claimed then linked). Decoding, hashing and
 file writes run in worker threads; nothing here blocks the event loop.
 
 Bad bytes raise ``ImageRejected`` and a failed download ``DownloadError`` (both
@@ -16,7 +16,7 @@ is stored, so a later ingest of the export still fetches the item itself.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,8 +24,9 @@ from types import MappingProxyType
 from typing import Protocol
 
 from ingest.errors import ImageRejected
+from ingest.images import ImageInfo
 from ingest.parsers.discord_export import SOURCE as DISCORD_SOURCE
-from ingest.pipeline import Fetcher, check_image_bytes, fetch_post_bytes, store_checked_image
+from ingest.pipeline import Fetcher, check_image_bytes, fetch_post_bytes, store_checked_images
 from store.db import Database
 from store.files import ImageFiles
 from store.queries.images import get_image
@@ -34,12 +35,15 @@ from store.rows import NewPost, Post
 
 __all__ = [
     "DISCORD_SOURCE",
+    "ImageInfo",
     "ImageLimits",
     "MediaLimits",
     "StoredPost",
+    "check_fetched_image",
     "discord_post",
     "fetch_post_image",
     "get_stored_post",
+    "store_checked_posts",
     "store_fetched_image",
     "warm_up",
 ]
@@ -155,6 +159,7 @@ async def store_fetched_image(
 
     The bytes are checked before anything is written: bad bytes leave the store untouched.
     A post already stored with the same bytes is returned as it is (``created`` False).
+    :func:`check_fetched_image` then :func:`store_checked_posts`, for one post.
 
     Args:
         people: the ``[people]`` config (source id -> display name), as ingest resolves authors.
@@ -163,27 +168,74 @@ async def store_fetched_image(
         ImageRejected: over ``limits.max_bytes`` (``too_large``), or not an acceptable image
             (``empty``, ``not_image``, ``decompression_bomb``, ``truncated``, ``corrupt``).
     """
+    info = await check_fetched_image(post, data, limits=limits)
+    (stored,) = await store_checked_posts(db, files, [(post, info, data)], people=people)
+    return stored
+
+
+async def check_fetched_image(post: NewPost, data: bytes, *, limits: ImageLimits) -> ImageInfo:
+    """Ingest's checks on a live image's bytes (byte cap, then ``check_image_bytes``: sniffing,
+    bomb limit, full decode, hashes), in a worker thread. Writes nothing.
+
+    Raises:
+        ImageRejected: as :func:`store_fetched_image`.
+    """
     if len(data) > limits.max_bytes:
         raise ImageRejected("too_large", f"{len(data)} bytes > the {limits.max_bytes}-byte limit")
-    info = await check_image_bytes(
+    return await check_image_bytes(
         data, max_pixels=limits.max_pixels, about=post.url or post.source_id
     )
-    await insert_posts(db, [post], people)
-    row = await get_post_by_source_id(db, post.source, post.source_id)
-    if row is None:  # inserted just above, in a committed transaction
-        raise RuntimeError(f"post {post.source}:{post.source_id} vanished after insert")
-    known = await _already_stored(db, files, row)
-    if known is not None and known.sha256 == info.sha256:
-        return known
-    outcome = await store_checked_image(db, files, row.id, info, data)
-    return StoredPost(
-        post_id=row.id,
-        image_id=outcome.image_id,
-        sha256=info.sha256,
-        path=files.path_for(info.sha256, info.ext),
-        created=True,
-        new_image=outcome.is_new,
+
+
+async def store_checked_posts(
+    db: Database,
+    files: ImageFiles,
+    items: Sequence[tuple[NewPost, ImageInfo, bytes]],
+    *,
+    people: Mapping[str, str] = _NO_PEOPLE,
+) -> list[StoredPost]:
+    """Record posts whose bytes :func:`check_fetched_image` passed, and store their images.
+
+    One result per item, in order; a post already stored with the same bytes is returned as
+    it is (``created`` False). However many items, the posts are recorded in one transaction
+    and the images stored with ingest's ``store_checked_images`` (one claim transaction, one
+    thread job writing the files, one linking transaction), so several live images cost
+    about what one does: the bot commits the images its workers checked meanwhile together.
+
+    Raises:
+        ValueError: two items are the same post (source and source id).
+    """
+    if not items:
+        return []
+    keys = {(post.source, post.source_id) for post, _, _ in items}
+    if len(keys) != len(items):
+        raise ValueError("store_checked_posts: the same post is listed twice")
+    recorded = await insert_posts(db, [post for post, _, _ in items], people)
+    results: list[StoredPost | None] = [None] * len(items)
+    to_store: list[tuple[int, int, ImageInfo, bytes]] = []  # (index, post id, info, bytes)
+    for index, ((post, info, data), (post_id, new)) in enumerate(
+        zip(items, recorded.post_ids, strict=True)
+    ):
+        if not new:  # known before: it may be stored already, with these bytes
+            row = await get_post_by_source_id(db, post.source, post.source_id)
+            known = await _already_stored(db, files, row)
+            if known is not None and known.sha256 == info.sha256:
+                results[index] = known
+                continue
+        to_store.append((index, post_id, info, data))
+    outcomes = await store_checked_images(
+        db, files, [(post_id, info, data) for _, post_id, info, data in to_store]
     )
+    for (index, post_id, info, _), outcome in zip(to_store, outcomes, strict=True):
+        results[index] = StoredPost(
+            post_id=post_id,
+            image_id=outcome.image_id,
+            sha256=info.sha256,
+            path=files.path_for(info.sha256, info.ext),
+            created=True,
+            new_image=outcome.is_new,
+        )
+    return [r for r in results if r is not None]
 
 
 async def fetch_post_image(

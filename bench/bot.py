@@ -14,8 +14,9 @@ and when the bot answered a heartbeat the gateway asked for.
 
 Run: ``.venv/bin/python bench/bot.py`` (writes bench/results/bot.json). ``--quick`` runs a few
 posts with the tiny random-init test model (tests/test_bench_bot.py) to prove the script works.
-The stand-in runs in the bot's process and event loop: its work (serving the attachments,
-recording requests) counts against the bot's figures.
+The stand-in runs in a child process (``memetag.standin.process``; :class:`StandinSide` is its
+part of the benchmark), so its work (serving the attachments, taking the requests, writing the
+gateway frames) is not on the bot's event loop or GIL; both processes share the same cores.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from classifier.model import Heads  # noqa: E402
 from classifier.predictor import Result  # noqa: E402
 from memetag.config import DEFAULT_LABELS, AppConfig, BotConfig, LabelSpec  # noqa: E402
 from memetag.services.models import build_predictor  # noqa: E402
-from memetag.standin import Message, StandinDiscord, running_bot  # noqa: E402
+from memetag.standin import Message, RemoteStandin, StandinDiscord, running_bot  # noqa: E402
 from store.db import open_database  # noqa: E402
 from store.queries.models import insert_model  # noqa: E402
 
@@ -187,6 +188,110 @@ def sent_at(standin: StandinDiscord, message: Message) -> float:
     raise AssertionError(f"no MESSAGE_CREATE was written for message {wanted}")
 
 
+class StandinSide:
+    """The stand-in's part, in its own process: posts the images, and reads from its own records
+    and clock when each was tagged and how fast heartbeats were answered."""
+
+    def __init__(
+        self,
+        standin: StandinDiscord,
+        *,
+        mode: str,
+        members: Sequence[str],
+        images: dict[str, list[bytes]],
+    ) -> None:
+        self.standin = standin
+        self.mode = mode
+        self.names = list(members)
+        self.images = images
+        self.members: list[Any] = []
+        self.watch = TagWatch(standin, mode)
+
+    async def setup(self) -> None:
+        self.members = [await self.standin.add_member(name) for name in self.names]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "channel_id": self.standin.channel.id,
+            "members": [(m.id, m.name) for m in self.members],
+        }
+
+    async def sync(self) -> None:
+        await self.standin.sync()
+
+    async def check(self) -> None:
+        self.standin.check()
+
+    async def cpu_s(self) -> float:
+        """CPU seconds the stand-in's process used so far."""
+        return _own_cpu_s()
+
+    async def post_and_wait(self, kind: str, index: int, timeout: float) -> dict[str, Any]:
+        """Post one image, wait for its first tag: seconds from MESSAGE_CREATE to the tag and to
+        the attachment's download."""
+        standin = self.standin
+        message = await standin.post_message(
+            standin.channel,
+            self.members[index % len(self.members)],
+            attachments=[(f"{kind}{index}.jpg", self.images[kind][index])],
+        )
+        await standin.wait_for(lambda: self.watch.tagged([message]), timeout, what="the tag")
+        sent = sent_at(standin, message)
+        download = self.watch.downloads.get(str(message.attachments[0].id))
+        return {
+            "tag_s": self.watch.first[str(message.id)] - sent,
+            "download_s": None if download is None else download - sent,
+        }
+
+    async def burst(self, timeout: float) -> dict[str, Any]:
+        """Post every burst image at once and wait until each is tagged; heartbeat requests
+        (op 1) every PROBE_EVERY_S meanwhile. Times are time.monotonic()."""
+        standin = self.standin
+        probes: list[tuple[float, float | None]] = []  # (sent, round trip)
+        stop, kick = asyncio.Event(), asyncio.Event()
+
+        async def probe() -> None:
+            while not stop.is_set():
+                at = time.monotonic()
+                rtt = await standin.gateway.request_heartbeat(timeout=10.0)
+                probes.append((at, rtt))
+                try:
+                    await asyncio.wait_for(kick.wait(), PROBE_EVERY_S)
+                except TimeoutError:
+                    pass
+                kick.clear()
+
+        prober = asyncio.create_task(probe(), name="bench-heartbeat-probe")
+        await asyncio.sleep(2 * PROBE_EVERY_S)  # a couple of answers at rest first
+        standin.client_listening = False  # post without waiting for the client to read each one
+        try:
+            posted0 = time.monotonic()
+            messages = [
+                await standin.post_message(
+                    standin.channel,
+                    self.members[i % len(self.members)],
+                    attachments=[(f"b{i}.jpg", data)],
+                )
+                for i, data in enumerate(self.images["burst"])
+            ]
+            posted_s = time.monotonic() - posted0
+            kick.set()  # one request right behind the whole burst, too
+            await standin.wait_for(
+                lambda: self.watch.tagged(messages), timeout, what="every burst image tagged"
+            )
+        finally:
+            standin.client_listening = True
+            stop.set()
+            kick.set()
+            await prober
+        return {
+            "sent": [sent_at(standin, m) for m in messages],
+            "tagged": [self.watch.first[str(m.id)] for m in messages],
+            "posted_s": posted_s,
+            "probes": probes,
+        }
+
+
 # -- the run ---------------------------------------------------------------------------------------
 
 
@@ -207,8 +312,12 @@ def _busy_cores() -> tuple[float, float]:
         fields = fp.readline().split()[1:]
     ticks = os.sysconf("SC_CLK_TCK")
     busy = sum(int(v) for v in fields[:3]) / ticks  # user + nice + system
+    return busy, _own_cpu_s()
+
+
+def _own_cpu_s() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
-    return busy, own.ru_utime + own.ru_stime
+    return own.ru_utime + own.ru_stime
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -221,17 +330,26 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     burst = make_jpegs(args.burst, size, rng)
     generated_s = time.perf_counter() - t0
 
-    async with StandinDiscord.start(heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS) as standin:
+    async with RemoteStandin.start(
+        Path(__file__).resolve(),
+        "StandinSide",
+        standin_options={"heartbeat_interval_ms": HEARTBEAT_INTERVAL_MS},
+        driver_options={
+            "mode": args.mode,
+            "members": SENDERS[:2],
+            "images": {"warm": warm, "single": single, "burst": burst},
+        },
+    ) as standin:
         with standin.patch_client():
-            members = [await standin.add_member(name) for name in SENDERS[:2]]
+            members = standin.info["members"]
             cfg = AppConfig(
                 model=model_cfg,
                 labels=label_specs,
                 bot=BotConfig(
-                    channels=MappingProxyType({str(standin.channel.id): args.mode}),
+                    channels=MappingProxyType({str(standin.info["channel_id"]): args.mode}),
                     **({"workers": args.workers} if args.workers else {}),
                 ),
-                people=MappingProxyType({str(m.id): m.name for m in members}),
+                people=MappingProxyType({str(ident): name for ident, name in members}),
                 data_dir=workdir / "data",
                 discord_token=standin.token,
             )
@@ -248,12 +366,11 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     bare = build_predictor(cfg, ckpt)  # the bot's predictor settings
                     await asyncio.to_thread(bare.load)
                     try:
-                        result = await _measure(
-                            args, standin, client, bare, members, warm, single, burst
-                        )
+                        result = await _measure(args, standin, client, bare, warm, single, burst)
                     finally:
                         await bare.aclose()
                 standin.check()
+                await standin.call("check")
 
     bot_cfg = cfg.bot
     result["settings"] = {
@@ -290,31 +407,26 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 async def _measure(
     args: argparse.Namespace,
-    standin: StandinDiscord,
+    standin: RemoteStandin,
     client: MemetagBot,
     bare: Any,
-    members: Sequence[Any],
     warm: Sequence[bytes],
     single: Sequence[bytes],
     burst: Sequence[bytes],
 ) -> dict[str, Any]:
     tagging = client.get_cog("Tagging")
     assert tagging is not None, "the tagging cog is not loaded"
-    watch = TagWatch(standin, args.mode)
     timeout = 30.0 if args.quick else 120.0
 
     async def settle() -> None:
-        await standin.sync()
+        await standin.call("sync")
         await asyncio.wait_for(tagging.queue.join(), timeout)
         await asyncio.sleep(0.02)  # the bot's listeners for its own tag's echo
 
-    async def post_and_wait(i: int, data: bytes) -> Message:
-        message = await standin.post_message(
-            standin.channel, members[i % len(members)], attachments=[(f"{i}.jpg", data)]
-        )
-        await standin.wait_for(lambda: watch.tagged([message]), timeout, what="the tag")
+    async def post_and_wait(kind: str, i: int) -> dict[str, Any]:
+        seen = await standin.call("post_and_wait", kind=kind, index=i, timeout=timeout)
         await settle()
-        return message
+        return seen
 
     async def bare_predict(data: bytes) -> float:
         t0 = time.perf_counter()
@@ -323,87 +435,75 @@ async def _measure(
         return time.perf_counter() - t0
 
     for i, data in enumerate(warm):  # first calls: thread pools, allocator, caches
-        await post_and_wait(-1 - i, data)
+        await post_and_wait("warm", i)
         await bare_predict(data)
 
     # (a) one at a time, at rest; bare predict interleaved (first on even posts, after on odd).
     predict_mark, store_mark = len(tagging.stats.predict_s), len(tagging.stats.store_s)
     tag_s, bare_s, to_download_s = [], [], []
     busy0, own0 = _busy_cores()
+    own0 += await standin.call("cpu_s")
     wall0 = time.perf_counter()
     for i, data in enumerate(single):
         if i % 2 == 0:
             bare_s.append(await bare_predict(data))
             await asyncio.sleep(0.02)
-        message = await post_and_wait(i, data)
+        seen = await post_and_wait("single", i)
         if i % 2 == 1:
             await asyncio.sleep(0.02)
             bare_s.append(await bare_predict(data))
-        sent = sent_at(standin, message)
-        tag_s.append(watch.first[str(message.id)] - sent)
-        download = watch.downloads.get(str(message.attachments[0].id))
-        if download is not None:
-            to_download_s.append(download - sent)
+        tag_s.append(seen["tag_s"])
+        if seen["download_s"] is not None:
+            to_download_s.append(seen["download_s"])
     single_predict_s = list(tagging.stats.predict_s)[predict_mark:]
     single_store_s = list(tagging.stats.store_s)[store_mark:]
 
     # (b) a burst posted at once, Predictor.predict_files on the same images before and after.
     files_runs = [await _files_rate(bare, burst)]
     dropped0 = tagging.queue.stats.dropped
-    probes: list[tuple[float, float | None, float]] = []  # (sent, round trip, client latency)
-    stop, kick = asyncio.Event(), asyncio.Event()
+    latencies: list[tuple[float, float]] = []  # (when, the client's last heartbeat -> ACK)
+    stop = asyncio.Event()
 
-    async def probe() -> None:
+    async def watch_latency() -> None:
         while not stop.is_set():
-            client_latency = client.latency  # its last heartbeat -> ACK, as discord.py measured
-            at = time.monotonic()
-            rtt = await standin.gateway.request_heartbeat(timeout=10.0)
-            probes.append((at, rtt, client_latency))
+            latencies.append((time.monotonic(), client.latency))
             try:
-                await asyncio.wait_for(kick.wait(), PROBE_EVERY_S)
+                await asyncio.wait_for(stop.wait(), PROBE_EVERY_S)
             except TimeoutError:
                 pass
-            kick.clear()
 
     predict_mark, store_mark = len(tagging.stats.predict_s), len(tagging.stats.store_s)
-    prober = asyncio.create_task(probe(), name="bench-heartbeat-probe")
-    await asyncio.sleep(2 * PROBE_EVERY_S)  # a couple of answers at rest first
-    standin.client_listening = False  # post without waiting for the client to read each one
+    cpu0 = (_own_cpu_s(), await standin.call("cpu_s"))
+    watcher = asyncio.create_task(watch_latency(), name="bench-client-latency")
     try:
-        posted0 = time.monotonic()
-        messages = [
-            await standin.post_message(
-                standin.channel, members[i % len(members)], attachments=[(f"b{i}.jpg", data)]
-            )
-            for i, data in enumerate(burst)
-        ]
-        posted_s = time.monotonic() - posted0
-        kick.set()  # one request right behind the whole burst, too
-        await standin.wait_for(
-            lambda: watch.tagged(messages), timeout * 5, what="every burst image tagged"
-        )
+        seen = await standin.call("burst", timeout=timeout * 5)
     finally:
-        standin.client_listening = True
         stop.set()
-        kick.set()
-        await prober
+        await watcher
     await settle()
+    cpu1 = (_own_cpu_s(), await standin.call("cpu_s"))
     burst_predict_s = list(tagging.stats.predict_s)[predict_mark:]
     burst_store_s = list(tagging.stats.store_s)[store_mark:]
     files_runs.append(await _files_rate(bare, burst))
     busy1, own1 = _busy_cores()
+    own1 += await standin.call("cpu_s")
     wall = time.perf_counter() - wall0
 
-    first_sent = min(sent_at(standin, m) for m in messages)
-    last_tag = max(watch.first[str(m.id)] for m in messages)
-    burst_tag_s = [watch.first[str(m.id)] - sent_at(standin, m) for m in messages]
-    images_per_s = len(messages) / (last_tag - first_sent)
+    first_sent = min(seen["sent"])
+    last_tag = max(seen["tagged"])
+    burst_tag_s = [t - s for s, t in zip(seen["sent"], seen["tagged"], strict=True)]
+    images = len(seen["sent"])
+    images_per_s = images / (last_tag - first_sent)
     files_rate = statistics.mean(files_runs)
     # Requests in flight at any time between the first MESSAGE_CREATE and the last tag.
+    probes = seen["probes"]
     during = [p for p in probes if p[0] <= last_tag and (p[1] is None or p[0] + p[1] >= first_sent)]
     answered = [p[1] for p in during if p[1] is not None]
-    client_latencies = [p[2] for p in during if np.isfinite(p[2])]
+    client_latencies = [
+        lat for at, lat in latencies if first_sent <= at <= last_tag and np.isfinite(lat)
+    ]
     heartbeat_max = max(answered) * 1000.0 if len(answered) == len(during) and during else None
+    posted_s = seen["posted_s"]
 
     tag = _ms(tag_s)
     bare_ms = _ms(bare_s)
@@ -416,7 +516,7 @@ async def _measure(
             "store_in_bot": _ms(single_store_s) if single_store_s else None,
         },
         "burst": {
-            "images": len(messages),
+            "images": images,
             "images_per_s": images_per_s,
             "predict_files_images_per_s": files_rate,
             "predict_files_runs": files_runs,
@@ -434,6 +534,9 @@ async def _measure(
             "predict_in_bot_ms": _ms(burst_predict_s) if burst_predict_s else None,
             "store_in_bot_ms": _ms(burst_store_s) if burst_store_s else None,
             "dropped": tagging.queue.stats.dropped - dropped0,
+            # CPU seconds from just before the burst until its last image was stored.
+            "cpu_s": {"bot": cpu1[0] - cpu0[0], "standin": cpu1[1] - cpu0[1]},
+            "commits": {"runs": tagging.commits.runs, "images": tagging.commits.items},
         },
         "machine": {
             "python": platform.python_version(),
@@ -441,7 +544,8 @@ async def _measure(
             "discord.py": discord.__version__,
             "torch_threads": torch.get_num_threads(),
             "cpu_cores": os.cpu_count(),
-            # CPU the other processes used during (a) and (b), in cores: > 0 means noise.
+            # CPU the other processes (not the bot's, not the stand-in's) used during (a) and
+            # (b), in cores: > 0 means noise.
             "background_busy_cores": round(max(0.0, ((busy1 - busy0) - (own1 - own0)) / wall), 2),
         },
         "targets": dict(TARGETS),

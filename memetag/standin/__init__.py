@@ -16,8 +16,9 @@ from memetag.standin.model import (
     Role,
     User,
 )
+from memetag.standin.process import RemoteStandin
 from memetag.standin.rest import FailureRule, RecordedRequest
-from memetag.standin.server import StandinDiscord, StandinError, StandinFailure
+from memetag.standin.server import StandinDiscord, StandinError, StandinFailure, patched_client
 
 __all__ = [
     "Attachment",
@@ -29,10 +30,12 @@ __all__ = [
     "InteractionCallback",
     "Message",
     "RecordedRequest",
+    "RemoteStandin",
     "Role",
     "StandinDiscord",
     "StandinError",
     "StandinFailure",
     "User",
+    "patched_client",
     "running_bot",
 ]

@@ -84,6 +84,30 @@ class StandinFailure(AssertionError):
     """The bot or the stand-in failed while a test waited (see ``StandinDiscord.failures``)."""
 
 
+@contextlib.contextmanager
+def patched_client(base_url: str) -> Iterator[None]:
+    """Point discord.py (REST, webhooks, interactions, gateway, assets) at the stand-in serving
+    ``base_url`` (``http://127.0.0.1:<port>``), for the duration of the block."""
+    saved = (
+        discord.http.Route.BASE,
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
+        discord.asset.Asset.BASE,
+    )
+    discord.http.Route.BASE = f"{base_url}/api/v10"
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(
+        base_url.replace("http://", "ws://", 1) + "/"
+    )
+    discord.asset.Asset.BASE = f"{base_url}/cdn"
+    try:
+        yield
+    finally:
+        (
+            discord.http.Route.BASE,
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
+            discord.asset.Asset.BASE,
+        ) = saved
+
+
 class StandinDiscord:
     """A local Discord for one bot application. Build with :meth:`start` (an async context manager).
 
@@ -218,22 +242,8 @@ class StandinDiscord:
         The constants are class attributes, so this affects the whole process until the block
         ends; only one stand-in can be patched in at a time.
         """
-        saved = (
-            discord.http.Route.BASE,
-            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
-            discord.asset.Asset.BASE,
-        )
-        discord.http.Route.BASE = self.api_url
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.gateway_url)
-        discord.asset.Asset.BASE = f"{self.base_url}/cdn"
-        try:
+        with patched_client(self.base_url):
             yield
-        finally:
-            (
-                discord.http.Route.BASE,
-                discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
-                discord.asset.Asset.BASE,
-            ) = saved
 
     # -- change notification and failures --------------------------------------------------
 

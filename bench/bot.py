@@ -306,13 +306,15 @@ def _ms(values: Sequence[float]) -> dict[str, float]:
     }
 
 
-def _busy_cores() -> tuple[float, float]:
-    """(all CPU seconds used on the machine, this process's CPU seconds) so far."""
+def _busy_cores() -> tuple[float, float, float]:
+    """(all CPU seconds used on the machine, this process's CPU seconds, CPU seconds the
+    hypervisor took from this machine: steal) so far."""
     with open("/proc/stat") as fp:
         fields = fp.readline().split()[1:]
     ticks = os.sysconf("SC_CLK_TCK")
     busy = sum(int(v) for v in fields[:3]) / ticks  # user + nice + system
-    return busy, _own_cpu_s()
+    steal = int(fields[7]) / ticks if len(fields) > 7 else 0.0
+    return busy, _own_cpu_s(), steal
 
 
 def _own_cpu_s() -> float:
@@ -441,7 +443,7 @@ async def _measure(
     # (a) one at a time, at rest; bare predict interleaved (first on even posts, after on odd).
     predict_mark, store_mark = len(tagging.stats.predict_s), len(tagging.stats.store_s)
     tag_s, bare_s, to_download_s = [], [], []
-    busy0, own0 = _busy_cores()
+    busy0, own0, steal0 = _busy_cores()
     own0 += await standin.call("cpu_s")
     wall0 = time.perf_counter()
     for i, data in enumerate(single):
@@ -485,7 +487,7 @@ async def _measure(
     burst_predict_s = list(tagging.stats.predict_s)[predict_mark:]
     burst_store_s = list(tagging.stats.store_s)[store_mark:]
     files_runs.append(await _files_rate(bare, burst))
-    busy1, own1 = _busy_cores()
+    busy1, own1, steal1 = _busy_cores()
     own1 += await standin.call("cpu_s")
     wall = time.perf_counter() - wall0
 
@@ -547,6 +549,8 @@ async def _measure(
             # CPU the other processes (not the bot's, not the stand-in's) used during (a) and
             # (b), in cores: > 0 means noise.
             "background_busy_cores": round(max(0.0, ((busy1 - busy0) - (own1 - own0)) / wall), 2),
+            # Cores' worth of time the hypervisor gave to other machines (steal): > 0 is noise.
+            "steal_cores": round((steal1 - steal0) / wall, 2),
         },
         "targets": dict(TARGETS),
         "method": {
@@ -562,6 +566,10 @@ async def _measure(
             "mean of one run before and one after the burst",
             "burst.heartbeat_ms_max": "the stand-in asks for a heartbeat (op 1) every 100 ms: "
             "request written -> heartbeat read, worst during the burst",
+            "standin": "the stand-in Discord runs in a child process (memetag.standin.process), "
+            "on the same cores as the bot: its work is off the bot's event loop and GIL but "
+            "still takes CPU from it (burst.cpu_s: both processes' CPU seconds in the burst)",
+            "burst.commits": "the tagging cog's shared commits over the whole run: runs, images",
         },
     }
     b = result["burst"]
@@ -639,7 +647,8 @@ def _print_table(r: dict[str, Any]) -> None:
     m = r["machine"]
     print(
         f"{r['model']}; mode {r['settings']['mode']}; torch threads {m['torch_threads']} of "
-        f"{m['cpu_cores']} cores; other processes kept {m['background_busy_cores']:.2f} cores busy"
+        f"{m['cpu_cores']} cores; other processes kept {m['background_busy_cores']:.2f} cores busy, "
+        f"steal {m['steal_cores']:.2f} cores"
     )
     print(f"{'':44s} {'p50 ms':>7s} {'p95 ms':>7s} {'max ms':>7s}")
     print(f"{'MESSAGE_CREATE -> first tag (' + str(t['n']) + ' at rest)':44s} "

@@ -48,6 +48,7 @@ from store.queries.posts import (
     StoredImage,
     StoreOutcome,
     count_posts_to_fetch,
+    find_post_ids,
     insert_posts,
     list_posts_to_fetch,
     record_failure,
@@ -212,19 +213,49 @@ async def record_posts(
     seen = PostIds()
     posts = iter(parsed)
 
-    def next_batch() -> tuple[list[NewPost], IngestError | None]:
+    def next_batch() -> tuple[list[NewPost], list[str | None], IngestError | None]:
         # Worker thread. Only one call runs at a time, and only it touches the parser and
         # `stats` until the parse is over.
         batch: list[NewPost] = []
+        listed: list[str | None] = []
         try:
             for post in posts:
                 batch.append(_to_new_post(post))
+                listed.append(post.listed_at)
                 if len(batch) >= batch_size:
                     break
         except IngestError as exc:
             # The file broke part-way: the posts read before the break are still recorded.
-            return batch, exc
-        return batch, None
+            return batch, listed, exc
+        return batch, listed, None
+
+    repeats = (
+        ParseStats()
+    )  # listings repeated where that is a mistake; merged into stats at the end
+
+    async def drop_repeats(batch: list[NewPost], listed: list[str | None]) -> list[NewPost]:
+        """The batch less the items a labels CSV lists again (each a bad record)."""
+        if not any(listed):
+            return batch
+        known: dict[tuple[str, str], int] = {}
+        by_source: dict[str, list[str]] = {}
+        for post, where in zip(batch, listed, strict=True):
+            if where is not None:
+                by_source.setdefault(post.source, []).append(post.source_id)
+        for source, ids in by_source.items():
+            for source_id, post_id in (await find_post_ids(db, source, ids)).items():
+                known[(source, source_id)] = post_id
+        kept: list[NewPost] = []
+        in_batch: set[tuple[str, str]] = set()
+        for post, where in zip(batch, listed, strict=True):
+            if where is not None:
+                key = (post.source, post.source_id)
+                if key in in_batch or (key in known and known[key] in seen):
+                    repeats.bad(f"{where}: the same file as an earlier line")
+                    continue
+                in_batch.add(key)
+            kept.append(post)
+        return kept
 
     async def flush(batch: list[NewPost]) -> None:
         # Members who opted out in Discord (`/tagger optout`, `forget-me`): nothing of theirs is
@@ -262,14 +293,17 @@ async def record_posts(
     try:
         while True:
             # Shielded: a cancelled ingest must not forget a worker still inside the parser.
-            batch, broken = await asyncio.shield(ahead)
+            batch, listed, broken = await asyncio.shield(ahead)
             if not batch and broken is None:
                 break
             if broken is None:
                 ahead = asyncio.ensure_future(asyncio.to_thread(next_batch))
             if batch:
-                await flush(batch)
-                recorded += len(batch)
+                read = len(batch)
+                batch = await drop_repeats(batch, listed)
+                if batch:
+                    await flush(batch)
+                recorded += read
             if broken is not None:
                 raise broken
             if on_progress:
@@ -286,6 +320,9 @@ async def record_posts(
                 log.debug("closing the parser failed", exc_info=True)
     if on_progress:
         on_progress("parse", recorded, recorded, stats.bad_records)
+    for example in repeats.bad_examples:
+        stats.bad(example)
+    stats.bad_records += repeats.bad_records - len(repeats.bad_examples)
     summary.messages = stats.messages
     summary.image_items = len(seen)
     summary.skipped.update(stats.skipped)

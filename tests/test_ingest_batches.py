@@ -226,3 +226,33 @@ def test_post_ids_is_a_set_of_ids_in_one_bit_each():
     assert 4 not in ids and 6 not in ids and 999_999 not in ids and 10**9 not in ids
     assert -1 not in ids and "5" not in ids
     assert len(ids._bits) <= 2 * (1_000_000 // 8 + 1)  # bits, not objects
+
+
+@pytest.mark.parametrize("batch_size", [2, 500])
+async def test_a_labels_csv_listing_a_file_again_is_a_bad_record_and_the_first_line_wins(
+    db, tmp_path, batch_size
+):
+    from pathlib import Path
+
+    from ingest.archive import open_export
+    from ingest.parsers import folder
+
+    fixture = Path(__file__).parent / "fixtures" / "folder" / "labels.csv"
+    stats = ParseStats()
+    with open_export(fixture) as source:
+        s = await run_ingest(
+            db,
+            ImageFiles(tmp_path / "images"),
+            folder.iter_posts(source, stats=stats, csv_member="labels.csv"),
+            stats,
+            source="folder",
+            people={},
+            reader=source,
+            max_pixels=10_000_000,
+            batch_size=batch_size,
+        )
+    assert s.bad_records == 3 and s.image_items == 6 and s.new_posts == 6
+    assert "labels.csv line 9: the same file as an earlier line" in s.bad_examples
+    [cat_a] = [p for p in await posts.list_posts(db, "folder") if p.local_ref == "cat/a.png"]
+    votes = await labels.list_votes_for_image(db, cat_a.image_id)
+    assert sorted(v.label for v in votes) == ["cat", "funny"]  # not line 9's "dog"

@@ -51,6 +51,12 @@ class ParsedPost:
     labels: tuple[str, ...] = ()
     reaction_count: int | None = None  # the chat's own "likes", where the source has them
     fallback_urls: tuple[str, ...] = ()
+    # Where the export lists the item ("labels.csv line 9"), for sources where listing one item
+    # twice is a mistake to report (a labels CSV naming a file twice): the pipeline then counts
+    # a later listing as a bad record instead of merging it into the post. It is the pipeline,
+    # not the parser, that finds such repeats: remembering every name a million-row file listed
+    # would make memory grow with the file.
+    listed_at: str | None = None
 
 
 @dataclass

@@ -135,7 +135,6 @@ def _iter_csv(source: ExportSource, csv_member: str, stats: ParseStats) -> Itera
                         f"missing column '{required}': expected a header {','.join(CSV_COLUMNS)}",
                     )
             index = {name: columns.index(name) for name in CSV_COLUMNS}
-            first_line: dict[str, int] = {}
             for row in reader:
                 line = reader.line_num
                 if not any(cell.strip() for cell in row):
@@ -149,10 +148,6 @@ def _iter_csv(source: ExportSource, csv_member: str, stats: ParseStats) -> Itera
                 if member is None or (base and not member.startswith(base + "/")):
                     stats.bad(f"{csv_member} line {line}: bad filename {cells['filename']!r}")
                     continue
-                if member in first_line:
-                    stats.bad(f"{csv_member} line {line}: duplicate of line {first_line[member]}")
-                    continue
-                first_line[member] = line
                 try:
                     posted_at = parse_csv_timestamp(cells["timestamp"])
                 except ValueError:
@@ -171,6 +166,7 @@ def _iter_csv(source: ExportSource, csv_member: str, stats: ParseStats) -> Itera
                     local_ref=member,
                     media_hint="file",
                     labels=labels,
+                    listed_at=f"{csv_member} line {line}",
                 )
         except csv.Error as exc:
             raise ParseError(label, f"malformed CSV near line {reader.line_num}: {exc}") from exc

@@ -51,6 +51,20 @@ async def _rows_by_source_id(
     return found
 
 
+async def find_post_ids(db: Database, source: str, source_ids: Sequence[str]) -> dict[str, int]:
+    """source_id -> post id, for those of ``source_ids`` that are recorded."""
+    found: dict[str, int] = {}
+    for i in range(0, len(source_ids), _IN_CHUNK):
+        chunk = list(source_ids[i : i + _IN_CHUNK])
+        rows = await db.fetchall(
+            "SELECT source_id, id FROM posts"
+            f" WHERE source = ? AND source_id IN ({','.join('?' * len(chunk))})",
+            (source, *chunk),
+        )
+        found.update((r[0], int(r[1])) for r in rows)
+    return found
+
+
 async def insert_posts(
     db: Database, posts: Sequence[NewPost], people: Mapping[str, str]
 ) -> InsertResult:

@@ -27,6 +27,7 @@ from memetag.config import AppConfig, LabelSpec
 from memetag.services.media import MediaLimits, discord_post, store_fetched_image
 from store.queries import bot as bot_queries
 from store.queries import votes
+from store.queries.admin import set_guild_threshold
 from store.queries.images import list_labelled_images
 from store.queries.labels import list_votes_for_image
 from store.queries.predictions import insert_prediction
@@ -172,8 +173,8 @@ async def test_reaction_add_remove_add_is_one_vote_and_every_gesture_is_logged(
     standin, corrections_bot, deps
 ):
     db = deps.db
-    alice = await standin.add_member("alice")
-    tagged = await tag(standin, corrections_bot, deps, alice, [{"meme": 0.91, "news": 0.2}])
+    member_a = await standin.add_member("member_a")
+    tagged = await tag(standin, corrections_bot, deps, member_a, [{"meme": 0.91, "news": 0.2}])
     [image] = tagged.image_ids
     assert tagged.reply.content == "😂 meme 91%"
     assert [c["custom_id"] for c in tagged.reply.components[0]["components"]] == [
@@ -181,22 +182,22 @@ async def test_reaction_add_remove_add_is_one_vote_and_every_gesture_is_logged(
         f"memetag:fix:{tagged.message.id}",
     ]
 
-    bob = await standin.add_member("bob")
-    await standin.add_reaction(bob, tagged.message, "👍")  # not a label emoji: no vote
-    await standin.add_reaction(bob, tagged.message, "😂")
+    member_b = await standin.add_member("member_b")
+    await standin.add_reaction(member_b, tagged.message, "👍")  # not a label emoji: no vote
+    await standin.add_reaction(member_b, tagged.message, "😂")
     await wait_events(standin, db, image, 1)
-    assert await current_votes(db, image) == [("meme", voter(bob), 1, "reaction")]
-    await standin.remove_reaction(bob, tagged.message, "😂")
+    assert await current_votes(db, image) == [("meme", voter(member_b), 1, "reaction")]
+    await standin.remove_reaction(member_b, tagged.message, "😂")
     await wait_events(standin, db, image, 2)
     assert await current_votes(db, image) == []
-    await standin.add_reaction(bob, tagged.message, "😂")
+    await standin.add_reaction(member_b, tagged.message, "😂")
     await wait_events(standin, db, image, 3)
-    assert await current_votes(db, image) == [("meme", voter(bob), 1, "reaction")]
+    assert await current_votes(db, image) == [("meme", voter(member_b), 1, "reaction")]
     mid = str(tagged.message.id)
     assert await events(db, image) == [
-        ("meme", voter(bob), 1, "reaction", mid),
-        ("meme", voter(bob), 0, "reaction", mid),
-        ("meme", voter(bob), 1, "reaction", mid),
+        ("meme", voter(member_b), 1, "reaction", mid),
+        ("meme", voter(member_b), 0, "reaction", mid),
+        ("meme", voter(member_b), 1, "reaction", mid),
     ]
     logged = await votes.list_vote_events(db, image)
     assert all(e.created_at for e in logged)
@@ -209,48 +210,48 @@ async def test_reaction_add_remove_add_is_one_vote_and_every_gesture_is_logged(
 
 async def test_the_bots_own_reactions_never_count(standin, corrections_bot, deps):
     db = deps.db
-    alice = await standin.add_member("alice")
-    tagged = await tag(standin, corrections_bot, deps, alice, [{"meme": 0.9}], reply=False)
+    member_a = await standin.add_member("member_a")
+    tagged = await tag(standin, corrections_bot, deps, member_a, [{"meme": 0.9}], reply=False)
     [image] = tagged.image_ids
     channel = corrections_bot.get_channel(standin.channel.id)
     # react mode: the bot puts the label emoji on the message itself
     await channel.get_partial_message(tagged.message.id).add_reaction("😂")
     await standin.wait_for(lambda: standin.reactions_on(tagged.message))
     # A member's reaction after it is handled after it: once that is in, nothing else came.
-    await standin.add_reaction(alice, tagged.message, "📰")
+    await standin.add_reaction(member_a, tagged.message, "📰")
     assert await wait_events(standin, db, image, 1) == [
-        ("news", voter(alice), 1, "reaction", str(tagged.message.id))
+        ("news", voter(member_a), 1, "reaction", str(tagged.message.id))
     ]
     await asyncio.sleep(0.05)
-    assert await current_votes(db, image) == [("news", voter(alice), 1, "reaction")]
+    assert await current_votes(db, image) == [("news", voter(member_a), 1, "reaction")]
 
 
 async def test_reaction_on_the_reply_counts_for_every_image_and_stays_while_the_other_does(
     standin, corrections_bot, deps
 ):
     db = deps.db
-    alice = await standin.add_member("alice")
-    bob = await standin.add_member("bob")
+    member_a = await standin.add_member("member_a")
+    member_b = await standin.add_member("member_b")
     tagged = await tag(
         standin,
         corrections_bot,
         deps,
-        alice,
+        member_a,
         [{"meme": 0.8, "simpsons": 0.3}, {"meme": 0.1, "simpsons": 0.7}],
         spoiler=True,
     )
     first, second = tagged.image_ids
     assert tagged.reply.content == "1. ||😂 meme 80%||\n2. ||🍩 simpsons 70%||"
-    await standin.add_reaction(bob, tagged.reply, "🍩")
-    await standin.add_reaction(bob, tagged.message, "🍩")
+    await standin.add_reaction(member_b, tagged.reply, "🍩")
+    await standin.add_reaction(member_b, tagged.message, "🍩")
     await wait_events(standin, db, second, 2)
     for image in (first, second):
-        assert await current_votes(db, image) == [("simpsons", voter(bob), 1, "reaction")]
+        assert await current_votes(db, image) == [("simpsons", voter(member_b), 1, "reaction")]
     # Off the reply, still on the message: the vote stands.
-    await standin.remove_reaction(bob, tagged.reply, "🍩")
+    await standin.remove_reaction(member_b, tagged.reply, "🍩")
     await wait_events(standin, db, second, 3)
-    assert await current_votes(db, first) == [("simpsons", voter(bob), 1, "reaction")]
-    await standin.remove_reaction(bob, tagged.message, "🍩")
+    assert await current_votes(db, first) == [("simpsons", voter(member_b), 1, "reaction")]
+    await standin.remove_reaction(member_b, tagged.message, "🍩")
     assert [e[2:] for e in await wait_events(standin, db, first, 4)] == [
         (1, "reaction", str(tagged.reply.id)),
         (1, "reaction", str(tagged.message.id)),
@@ -268,21 +269,21 @@ async def test_raw_events_count_on_uncached_messages_and_unknown_messages_are_ig
     standin, corrections_bot, deps
 ):
     db = deps.db
-    alice = await standin.add_member("alice")
+    member_a = await standin.add_member("member_a")
     # Tagged before a restart: the client has never seen the message.
     tagged = await tag(
-        standin, corrections_bot, deps, alice, [{"meme": 0.9}], reply=False, dispatch=False
+        standin, corrections_bot, deps, member_a, [{"meme": 0.9}], reply=False, dispatch=False
     )
     assert tagged.message.id not in {m.id for m in corrections_bot.cached_messages}
-    stranger = await standin.post_message(standin.channel, alice, "never tagged", dispatch=False)
-    await standin.add_reaction(alice, stranger, "😂")
-    await standin.add_reaction(alice, tagged.message, "📷")
+    stranger = await standin.post_message(standin.channel, member_a, "never tagged", dispatch=False)
+    await standin.add_reaction(member_a, stranger, "😂")
+    await standin.add_reaction(member_a, tagged.message, "📷")
     [image] = tagged.image_ids
     assert await wait_events(standin, db, image, 1) == [
-        ("photo", voter(alice), 1, "reaction", str(tagged.message.id))
+        ("photo", voter(member_a), 1, "reaction", str(tagged.message.id))
     ]
-    await standin.remove_reaction(alice, stranger, "😂")
-    await standin.add_reaction(alice, tagged.message, "😂")
+    await standin.remove_reaction(member_a, stranger, "😂")
+    await standin.add_reaction(member_a, tagged.message, "😂")
     await wait_events(standin, db, image, 2)
     assert len(await votes.list_vote_events(db)) == 2  # nothing for the stranger message
 
@@ -302,21 +303,21 @@ async def test_fix_tags_button_then_select_records_plus_and_minus_and_marks_the_
     standin, corrections_bot, deps
 ):
     db = deps.db
-    alice = await standin.add_member("alice")
-    bob = await standin.add_member("bob")
+    member_a = await standin.add_member("member_a")
+    member_b = await standin.add_member("member_b")
     tagged = await tag(
         standin,
         corrections_bot,
         deps,
-        alice,
+        member_a,
         [{"meme": 0.62, "news": 0.55, "photo": 0.1}],
-        sender=("alice", 0.62),
+        sender=("Member A", 0.62),
     )
     [image] = tagged.image_ids
     assert tagged.reply.content == (
-        "😂 meme 62% · 📰 news 55% — looks like something alice would post (62%)"
+        "😂 meme 62% · 📰 news 55% — looks like something Member A would post (62%)"
     )
-    opened = await standin.click_button(bob, tagged.reply, f"memetag:fix:{tagged.message.id}")
+    opened = await standin.click_button(member_b, tagged.reply, f"memetag:fix:{tagged.message.id}")
     picker = await standin.wait_for(lambda: opened.original)
     assert picker.ephemeral and opened.response.type == 4
     assert picker.content.startswith("**Fix tags**")
@@ -328,86 +329,86 @@ async def test_fix_tags_button_then_select_records_plus_and_minus_and_marks_the_
 
     # "It's a meme and a photo, not news": one close of the list.
     submitted = await standin.select(
-        bob, picker, f"memetag:pick:{tagged.message.id}:0", ["meme", "photo"]
+        member_b, picker, f"memetag:pick:{tagged.message.id}:0", ["meme", "photo"]
     )
     await standin.wait_for(lambda: submitted.response)
     assert submitted.response.type == 7
     assert picker.content.startswith("✓ Saved: 😂 meme, 📷 photo — not 📰 news.")
     assert [n for n, ticked in _options(picker).items() if ticked] == ["meme", "photo"]
     assert await current_votes(db, image) == [
-        ("meme", voter(bob), 1, "button"),
-        ("news", voter(bob), -1, "button"),
-        ("photo", voter(bob), 1, "button"),
+        ("meme", voter(member_b), 1, "button"),
+        ("news", voter(member_b), -1, "button"),
+        ("photo", voter(member_b), 1, "button"),
     ]
     assert sorted(await events(db, image)) == sorted(
         [
-            ("meme", voter(bob), 1, "button", str(tagged.message.id)),
-            ("photo", voter(bob), 1, "button", str(tagged.message.id)),
-            ("news", voter(bob), -1, "button", str(tagged.message.id)),
+            ("meme", voter(member_b), 1, "button", str(tagged.message.id)),
+            ("photo", voter(member_b), 1, "button", str(tagged.message.id)),
+            ("news", voter(member_b), -1, "button", str(tagged.message.id)),
         ]
     )
     await standin.wait_for(
         lambda: (
             tagged.reply.content
-            == "😂 meme · 📷 photo — looks like something alice would post (62%) ✓"
+            == "😂 meme · 📷 photo — looks like something Member A would post (62%) ✓"
         )
     )
     public = [m for m in standin.messages_in(standin.channel) if m.author == standin.bot_user]
     assert public == [tagged.reply]  # the picker was ephemeral: nothing else public
 
     # Changing the answer: unticking photo now is a -1 for photo (it was ticked); latest wins.
-    again = await standin.select(bob, picker, f"memetag:pick:{tagged.message.id}:0", ["meme"])
+    again = await standin.select(member_b, picker, f"memetag:pick:{tagged.message.id}:0", ["meme"])
     await standin.wait_for(lambda: again.response)
     assert await current_votes(db, image) == [
-        ("meme", voter(bob), 1, "button"),
-        ("news", voter(bob), -1, "button"),
-        ("photo", voter(bob), -1, "button"),
+        ("meme", voter(member_b), 1, "button"),
+        ("news", voter(member_b), -1, "button"),
+        ("photo", voter(member_b), -1, "button"),
     ]
     await standin.wait_for(
-        lambda: tagged.reply.content == "😂 meme — looks like something alice would post (62%) ✓"
+        lambda: tagged.reply.content == "😂 meme — looks like something Member A would post (62%) ✓"
     )
 
 
 async def test_taking_a_reaction_off_keeps_a_later_fix_tags_answer(standin, corrections_bot, deps):
     db = deps.db
-    alice = await standin.add_member("alice")
-    bob = await standin.add_member("bob")
-    tagged = await tag(standin, corrections_bot, deps, alice, [{"meme": 0.9}])
+    member_a = await standin.add_member("member_a")
+    member_b = await standin.add_member("member_b")
+    tagged = await tag(standin, corrections_bot, deps, member_a, [{"meme": 0.9}])
     [image] = tagged.image_ids
-    await standin.add_reaction(bob, tagged.message, "😂")
+    await standin.add_reaction(member_b, tagged.message, "😂")
     await wait_events(standin, db, image, 1)
-    opened = await standin.click_button(bob, tagged.reply, f"memetag:fix:{tagged.message.id}")
+    opened = await standin.click_button(member_b, tagged.reply, f"memetag:fix:{tagged.message.id}")
     picker = await standin.wait_for(lambda: opened.original)
     assert [n for n, ticked in _options(picker).items() if ticked] == ["meme"]
-    submitted = await standin.select(bob, picker, f"memetag:pick:{tagged.message.id}:0", [])
+    submitted = await standin.select(member_b, picker, f"memetag:pick:{tagged.message.id}:0", [])
     await standin.wait_for(lambda: submitted.response)
     assert picker.content.startswith("✓ Saved: not 😂 meme.")
     await standin.wait_for(lambda: tagged.reply.content == "no tags ✓")
-    await standin.remove_reaction(bob, tagged.message, "😂")
+    await standin.remove_reaction(member_b, tagged.message, "😂")
     assert [e[2] for e in await wait_events(standin, db, image, 3)] == [1, -1, 0]
-    assert await current_votes(db, image) == [("meme", voter(bob), -1, "button")]
+    assert await current_votes(db, image) == [("meme", voter(member_b), -1, "button")]
 
 
 async def test_a_slow_store_defers_the_answer_instead_of_missing_discords_deadline(
     standin, corrections_bot, deps
 ):
     db = deps.db
-    alice = await standin.add_member("alice")
-    tagged = await tag(standin, corrections_bot, deps, alice, [{"meme": 0.9}], reply=False)
+    member_a = await standin.add_member("member_a")
+    tagged = await tag(standin, corrections_bot, deps, member_a, [{"meme": 0.9}], reply=False)
     [image] = tagged.image_ids
     corrections_bot.get_cog("Corrections").answer_within_s = 0.05
-    opened = await standin.invoke_message_context_menu(alice, "Fix tags", tagged.message)
+    opened = await standin.invoke_message_context_menu(member_a, "Fix tags", tagged.message)
     picker = await standin.wait_for(lambda: opened.original)
     async with db.transaction():  # a long write elsewhere holds the store's write lock
         picked = await standin.select(
-            alice, picker, f"memetag:pick:{tagged.message.id}:0", ["meme", "weird"]
+            member_a, picker, f"memetag:pick:{tagged.message.id}:0", ["meme", "weird"]
         )
         await standin.wait_for(lambda: picked.response)
         assert picked.response.type == 6  # deferred update: the member sees it is working
     await standin.wait_for(lambda: picker.content.startswith("✓ Saved: 😂 meme, 🤪 weird."))
     assert await current_votes(db, image) == [
-        ("meme", voter(alice), 1, "button"),
-        ("weird", voter(alice), 1, "button"),
+        ("meme", voter(member_a), 1, "button"),
+        ("weird", voter(member_a), 1, "button"),
     ]
 
 
@@ -415,47 +416,73 @@ async def test_context_menu_works_without_a_reply_and_these_tags_are_right_is_on
     standin, corrections_bot, deps
 ):
     db = deps.db
-    alice = await standin.add_member("alice")
-    bob = await standin.add_member("bob")
+    member_a = await standin.add_member("member_a")
+    member_b = await standin.add_member("member_b")
     assert [c["name"] for c in standin.registered_commands()] == ["Fix tags"]
     tagged = await tag(
-        standin, corrections_bot, deps, alice, [{"meme": 0.3, "lotr": 0.8}], reply=False
+        standin, corrections_bot, deps, member_a, [{"meme": 0.3, "lotr": 0.8}], reply=False
     )
     [image] = tagged.image_ids
-    opened = await standin.invoke_message_context_menu(bob, "Fix tags", tagged.message)
+    opened = await standin.invoke_message_context_menu(member_b, "Fix tags", tagged.message)
     picker = await standin.wait_for(lambda: opened.original)
     assert picker.ephemeral
     assert [n for n, ticked in _options(picker).items() if ticked] == ["lotr"]
-    tapped = await standin.click_button(bob, picker, f"memetag:ok:{tagged.message.id}")
+    tapped = await standin.click_button(member_b, picker, f"memetag:ok:{tagged.message.id}")
     await standin.wait_for(lambda: tapped.response)
     assert tapped.response.type == 7
     assert picker.content == "✓ Thanks — noted: 💍 lotr." and picker.components == []
-    assert await current_votes(db, image) == [("lotr", voter(bob), 1, "button")]
-    assert await events(db, image) == [("lotr", voter(bob), 1, "button", str(tagged.message.id))]
+    assert await current_votes(db, image) == [("lotr", voter(member_b), 1, "button")]
+    assert await events(db, image) == [
+        ("lotr", voter(member_b), 1, "button", str(tagged.message.id))
+    ]
 
     # A message the bot never tagged: told so, nothing stored.
-    plain = await standin.post_message(standin.channel, alice, "no images here")
-    asked = await standin.invoke_message_context_menu(bob, "Fix tags", plain)
+    plain = await standin.post_message(standin.channel, member_a, "no images here")
+    asked = await standin.invoke_message_context_menu(member_b, "Fix tags", plain)
     answer = await standin.wait_for(lambda: asked.response)
     assert answer.ephemeral and "nothing to fix" in answer.content
     assert len(await votes.list_vote_events(db)) == 1
+
+
+async def test_the_picker_starts_from_the_tags_the_guilds_thresholds_decided(
+    standin, corrections_bot, deps
+):
+    """With `/tagger threshold meme 0.25` the bot tagged meme at 0.3; the picker shows it
+    ticked, so one tap confirms it and deselecting it is a -1, as for any shown tag."""
+    db = deps.db
+    member_a = await standin.add_member("member_a")
+    member_b = await standin.add_member("member_b")
+    await set_guild_threshold(db, str(standin.guild.id), "meme", 0.25, actor="test")
+    tagged = await tag(
+        standin, corrections_bot, deps, member_a, [{"meme": 0.3, "lotr": 0.8}], reply=False
+    )
+    [image] = tagged.image_ids
+    opened = await standin.invoke_message_context_menu(member_b, "Fix tags", tagged.message)
+    picker = await standin.wait_for(lambda: opened.original)
+    assert sorted(n for n, ticked in _options(picker).items() if ticked) == ["lotr", "meme"]
+    tapped = await standin.click_button(member_b, picker, f"memetag:ok:{tagged.message.id}")
+    await standin.wait_for(lambda: tapped.response)
+    assert await current_votes(db, image) == [
+        ("lotr", voter(member_b), 1, "button"),
+        ("meme", voter(member_b), 1, "button"),
+    ]
 
 
 async def test_tags_are_right_on_the_reply_is_one_tap_and_the_reply_is_marked(
     standin, corrections_bot, deps
 ):
     db = deps.db
-    alice = await standin.add_member("alice")
-    bob = await standin.add_member("bob")
-    tagged = await tag(standin, corrections_bot, deps, alice, [{"meme": 0.7, "weird": 0.6}])
+    member_a = await standin.add_member("member_a")
+    member_b = await standin.add_member("member_b")
+    tagged = await tag(standin, corrections_bot, deps, member_a, [{"meme": 0.7, "weird": 0.6}])
     [image] = tagged.image_ids
-    tapped = await standin.click_button(bob, tagged.reply, f"memetag:ok:{tagged.message.id}")
+    tapped = await standin.click_button(member_b, tagged.reply, f"memetag:ok:{tagged.message.id}")
     answer = await standin.wait_for(lambda: tapped.response)
     assert answer.type == 4 and answer.ephemeral
     assert answer.content == "✓ Thanks — noted: 😂 meme, 🤪 weird."
     assert await current_votes(db, image) == [
-        ("meme", voter(bob), 1, "button"),
-        ("weird", voter(bob), 1, "button"),
+        ("meme", voter(member_b), 1, "button"),
+        ("weird", voter(member_b), 1, "button"),
     ]
     await standin.wait_for(lambda: tagged.reply.content == "😂 meme · 🤪 weird ✓")
 
@@ -464,19 +491,21 @@ async def test_fix_tags_on_the_reply_through_the_menu_and_a_tie_is_unknown(
     standin, corrections_bot, deps
 ):
     db = deps.db
-    alice = await standin.add_member("alice")
-    bob = await standin.add_member("bob")
-    carol = await standin.add_member("carol")
-    tagged = await tag(standin, corrections_bot, deps, alice, [{"meme": 0.9, "news": 0.1}])
+    member_a = await standin.add_member("member_a")
+    member_b = await standin.add_member("member_b")
+    member_c = await standin.add_member("member_c")
+    tagged = await tag(standin, corrections_bot, deps, member_a, [{"meme": 0.9, "news": 0.1}])
     [image] = tagged.image_ids
-    # bob: a meme and news; carol, through the menu on the reply: a meme, not news.
-    await standin.add_reaction(bob, tagged.reply, "😂")
-    await standin.add_reaction(bob, tagged.reply, "📰")
+    # member_b: a meme and news; member_c, through the menu on the reply: a meme, not news.
+    await standin.add_reaction(member_b, tagged.reply, "😂")
+    await standin.add_reaction(member_b, tagged.reply, "📰")
     await wait_events(standin, db, image, 2)
-    opened = await standin.invoke_message_context_menu(carol, "Fix tags", tagged.reply)
+    opened = await standin.invoke_message_context_menu(member_c, "Fix tags", tagged.reply)
     picker = await standin.wait_for(lambda: opened.original)
     assert [n for n, ticked in _options(picker).items() if ticked] == ["meme", "news"]
-    submitted = await standin.select(carol, picker, f"memetag:pick:{tagged.message.id}:0", ["meme"])
+    submitted = await standin.select(
+        member_c, picker, f"memetag:pick:{tagged.message.id}:0", ["meme"]
+    )
     await standin.wait_for(lambda: submitted.response)
     [item] = [i for i in await list_labelled_images(db) if i.image.id == image]
     assert item.net_votes == {"meme": 2, "news": 0}
@@ -539,21 +568,21 @@ async def test_corrections_reach_training_and_the_csv_export(
     standin, corrections_bot, deps, tmp_path
 ):
     db = deps.db
-    alice = await standin.add_member("alice")
-    bob = await standin.add_member("bob")
+    member_a = await standin.add_member("member_a")
+    member_b = await standin.add_member("member_b")
     tagged = await tag(
-        standin, corrections_bot, deps, alice, [{"meme": 0.9}, {"news": 0.8}], reply=False
+        standin, corrections_bot, deps, member_a, [{"meme": 0.9}, {"news": 0.8}], reply=False
     )
     first, second = tagged.image_ids
-    opened = await standin.invoke_message_context_menu(bob, "Fix tags", tagged.message)
+    opened = await standin.invoke_message_context_menu(member_b, "Fix tags", tagged.message)
     picker = await standin.wait_for(lambda: opened.original)
     assert [n for n, t in _options(picker, 1).items() if t] == ["news"]
     done = await standin.select(
-        bob, picker, f"memetag:pick:{tagged.message.id}:1", ["photo", "trump"]
+        member_b, picker, f"memetag:pick:{tagged.message.id}:1", ["photo", "trump"]
     )
     await standin.wait_for(lambda: done.response)
     assert picker.content.startswith("✓ Saved for image 2: 📷 photo, 🍊 trump — not 📰 news.")
-    await standin.add_reaction(bob, tagged.message, "🤪")
+    await standin.add_reaction(member_b, tagged.message, "🤪")
     await wait_events(standin, db, first, 1)
 
     nets = {i.image.id: i.net_votes for i in await list_labelled_images(db)}
@@ -566,8 +595,8 @@ async def test_corrections_reach_training_and_the_csv_export(
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"), newline="")))
     assert [(r["source"], r["sender"], r["labels"]) for r in rows] == [
-        ("discord", "alice", "weird"),
-        ("discord", "alice", "photo trump weird"),
+        ("discord", "member_a", "weird"),
+        ("discord", "member_a", "photo trump weird"),
     ]
 
 
@@ -589,6 +618,11 @@ def test_predicted_labels_follow_the_checkpoint_that_made_them():
     other = SimpleNamespace(**{**vars(multi), "version": "v3"})
     assert predicted_labels(prediction, other) == ["photo"]  # 0.5 without the right model
     assert predicted_labels(Prediction(1, "v2", {"a": 0.2, "b": 0.3}, None, None, None)) == ["b"]
+    # Under a guild's overrides, as the tagging cog decided the tag it posted there.
+    assert predicted_labels(prediction, multi, {"news": 0.25}) == ["photo", "meme", "news"]
+    assert predicted_labels(prediction, multi, {"photo": 0.8}) == ["meme"]
+    assert predicted_labels(prediction, exclusive, {"meme": 0.1}) == ["photo"]
+    assert predicted_labels(prediction, other, {"meme": 0.4}) == ["photo", "meme"]
 
 
 def test_current_tags_follow_the_training_rule():

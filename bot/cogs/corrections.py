@@ -33,6 +33,7 @@ from discord.ext import commands
 from discord.utils import MISSING
 
 from bot import render
+from bot.labels import decide
 from bot.views import (
     DYNAMIC_ITEMS,
     HANDLER_COG,
@@ -46,6 +47,7 @@ from memetag.config import AppConfig
 from store.db import Database
 from store.errors import StoreError
 from store.queries import votes
+from store.queries.review import get_guild_thresholds
 from store.rows import Prediction
 
 if TYPE_CHECKING:
@@ -62,14 +64,28 @@ _REPLY_CACHE = 2048  # replies whose last rewritten text is remembered (skip ide
 CheckpointFor = Callable[[str], "Checkpoint | None"]
 
 
-def predicted_labels(prediction: Prediction, checkpoint: Checkpoint | None = None) -> list[str]:
+def predicted_labels(
+    prediction: Prediction,
+    checkpoint: Checkpoint | None = None,
+    overrides: Mapping[str, float] | None = None,
+) -> list[str]:
     """The labels the model gave an image, most probable first.
 
     With the checkpoint that made the prediction, exactly as the Predictor decides (its label
     mode and per-label thresholds); without it (a model since replaced), every label at or
-    over 0.5, and at least the most probable one.
+    over 0.5, and at least the most probable one. With the guild's threshold ``overrides``, as
+    the tag the bot posted there decided (``bot.labels.decide``).
     """
     probs = prediction.probabilities
+    same = checkpoint is not None and checkpoint.version == prediction.model_version
+    if overrides:
+        emitted = checkpoint.emitted_labels if same and checkpoint else list(probs)
+        return decide(
+            {n: probs[n] for n in emitted if n in probs},
+            checkpoint.thresholds if same and checkpoint else {},
+            exclusive=bool(same and checkpoint and checkpoint.label_mode == "exclusive"),
+            overrides=overrides,
+        )
     if checkpoint is not None and checkpoint.version == prediction.model_version:
         names = [n for n in checkpoint.emitted_labels if n in probs]
         if names:
@@ -248,6 +264,8 @@ class Corrections(commands.Cog, name=HANDLER_COG):
         """Each stored image of the message (first position of each), with its tags."""
         ids = tagged.image_ids
         predictions = await votes.get_latest_predictions(self.db, ids)
+        # The guild's overrides decided the tags the bot posted; the picker starts from those.
+        overrides = await get_guild_thresholds(self.db, tagged.guild_id) if tagged.guild_id else {}
         nets = await votes.list_net_votes(self.db, ids)
         out: list[ImageTags] = []
         seen: set[int] = set()
@@ -259,7 +277,7 @@ class Corrections(commands.Cog, name=HANDLER_COG):
             predicted: tuple[str, ...] = ()
             if prediction is not None:
                 checkpoint = self._checkpoint_for(prediction.model_version)
-                predicted = tuple(predicted_labels(prediction, checkpoint))
+                predicted = tuple(predicted_labels(prediction, checkpoint, overrides))
             out.append(
                 ImageTags(
                     image_id=image.image_id,

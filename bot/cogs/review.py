@@ -380,7 +380,9 @@ class Review(commands.Cog, name="Review"):
                     raise FileNotFoundError(f"image {pick.image_id} is no longer stored")
                 path = self.deps.files.path_for(candidate.sha256, candidate.ext)
                 data = await asyncio.to_thread(path.read_bytes)
-                tags = await self.image_tags(pick.image_id, spoiler=candidate.spoiler)
+                tags = await self.image_tags(
+                    pick.image_id, spoiler=candidate.spoiler, guild_id=str(guild.id)
+                )
                 message = await self.post(
                     channel, item_id, tags, data, candidate.ext, index=index, count=count
                 )
@@ -406,15 +408,19 @@ class Review(commands.Cog, name="Review"):
 
     # -- answers ----------------------------------------------------------------------------------
 
-    async def image_tags(self, image_id: int, *, spoiler: bool = False) -> ImageTags:
-        """The image's model tags and members' net votes, as the corrections cog reads them."""
+    async def image_tags(
+        self, image_id: int, *, spoiler: bool = False, guild_id: str | None = None
+    ) -> ImageTags:
+        """The image's model tags (under the guild's threshold overrides) and members' net
+        votes, as the corrections cog reads them."""
         predictions = await votes.get_latest_predictions(self.deps.db, [image_id])
+        overrides = await queries.get_guild_thresholds(self.deps.db, guild_id) if guild_id else {}
         nets = await votes.list_net_votes(self.deps.db, [image_id])
         prediction = predictions.get(image_id)
         predicted: tuple[str, ...] = ()
         if prediction is not None:
             checkpoint = self._checkpoint_for(prediction.model_version)
-            predicted = tuple(predicted_labels(prediction, checkpoint))
+            predicted = tuple(predicted_labels(prediction, checkpoint, overrides))
         return ImageTags(
             image_id=image_id,
             position=0,
@@ -432,7 +438,7 @@ class Review(commands.Cog, name="Review"):
         spoiler = bool(
             interaction.message and any(a.is_spoiler() for a in interaction.message.attachments)
         )
-        tags = await self.image_tags(item.image_id, spoiler=spoiler)
+        tags = await self.image_tags(item.image_id, spoiler=spoiler, guild_id=item.guild_id)
         text = post_text(tags, self._emojis, **_index_of(interaction.message))
         await interaction.response.edit_message(
             content=text, view=build_review_view(item.id, self._labels, tags.current)
@@ -467,7 +473,7 @@ class Review(commands.Cog, name="Review"):
             if mine is not None:
                 vote = -mine
             else:
-                tags = await self.image_tags(item.image_id)
+                tags = await self.image_tags(item.image_id, guild_id=item.guild_id)
                 vote = -1 if label in tags.current else 1
             await votes.cast_votes(
                 self.deps.db,
@@ -493,7 +499,7 @@ class Review(commands.Cog, name="Review"):
             item = await self._item(interaction, item_id)
             if item is None:
                 return
-            tags = await self.image_tags(item.image_id)
+            tags = await self.image_tags(item.image_id, guild_id=item.guild_id)
             current = [n for n in tags.current if n in self._known]
             if not current:
                 await interaction.response.send_message(

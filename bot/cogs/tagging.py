@@ -27,6 +27,7 @@ from discord.ext import commands, tasks
 from bot.baselines import BaselineTally
 from bot.batching import Batcher
 from bot.deps import Deps
+from bot.labels import decide
 from bot.queue import WorkQueue
 from bot.render import ShownImage, label_emoji, reaction_emojis, reply_text
 from bot.views import build_reply_view
@@ -550,20 +551,12 @@ def decide_labels(result, overrides: dict[str, float], predictor):
     """
     ckpt = predictor.checkpoint if predictor.is_loaded else None
     same = ckpt is not None and ckpt.version == result.model_version
-    base = ckpt.thresholds if same else {}
-    exclusive = same and ckpt.label_mode == "exclusive"
-    order = sorted(result.labels, key=lambda n: -result.labels[n])  # stable, as the model
-
-    def limit(name: str) -> float:
-        return overrides.get(name, float(base.get(name, 0.5)))
-
-    if exclusive:
-        picked = order[:1]
-    else:
-        picked = [n for n in order if result.labels[n] >= limit(n)]
-        if order and order[0] not in picked:
-            picked.insert(0, order[0])
-    picked = [n for n in picked if n not in overrides or result.labels[n] >= overrides[n]]
+    picked = decide(
+        result.labels,
+        ckpt.thresholds if same else {},
+        exclusive=same and ckpt.label_mode == "exclusive",
+        overrides=overrides,
+    )
     return dataclasses.replace(result, predicted=picked)
 
 

@@ -149,7 +149,9 @@ async def test_posts_committed_together_are_stored_as_one_by_one(tmp_path):
             (s.created, s.new_image, s.sha256) for s in single
         ]
         assert together[0].image_id == together[2].image_id != together[1].image_id
-        assert all(s.path.read_bytes() == data for s, (_, data) in zip(together, items))
+        assert all(
+            s.path.read_bytes() == data for s, (_, data) in zip(together, items, strict=True)
+        )
 
         # Again (a replayed event): known and stored with the same bytes, nothing written.
         again = await store_checked_posts(db, files, checked[:2])

@@ -48,10 +48,10 @@ def reaction_puts(standin: StandinDiscord, message) -> list[str]:
 
 async def test_react_mode_adds_top_label_emojis_and_stores_exact_rows(standin, tmp_path):
     async with bot_world(standin, tmp_path / "data", mode="react", max_reactions=2) as world:
-        alice = world.members[0]
+        member_a = world.members[0]
         data = jpeg(1)
         message = await standin.post_message(
-            standin.channel, alice, "look", attachments=[("cat.jpg", data)]
+            standin.channel, member_a, "look", attachments=[("cat.jpg", data)]
         )
         await world.settle()
         expected = await predicted(world, data)
@@ -77,11 +77,17 @@ async def test_react_mode_adds_top_label_emojis_and_stores_exact_rows(standin, t
         [(alias,)] = await rows(
             world, "SELECT source_ref FROM person_aliases WHERE source = 'discord'"
         )
-        assert alias == str(alice.id)
+        assert alias == str(member_a.id)
         assert await rows(
             world, "SELECT message_id, channel_id, guild_id, author_ref, reply_id FROM bot_messages"
         ) == [
-            (str(message.id), str(standin.channel.id), str(standin.guild.id), str(alice.id), None)
+            (
+                str(message.id),
+                str(standin.channel.id),
+                str(standin.guild.id),
+                str(member_a.id),
+                None,
+            )
         ]
         assert await rows(
             world, "SELECT message_id, position, post_id, spoiler FROM bot_message_images"
@@ -117,11 +123,11 @@ async def test_react_mode_adds_top_label_emojis_and_stores_exact_rows(standin, t
 
 async def test_reply_mode_one_quiet_reply_for_several_images_spoilers_kept(standin, tmp_path):
     async with bot_world(standin, tmp_path / "data", mode="reply") as world:
-        alice = world.members[0]
+        member_a = world.members[0]
         plain, hidden = jpeg(2), jpeg(3)
         message = await standin.post_message(
             standin.channel,
-            alice,
+            member_a,
             "two",
             attachments=[("a.jpg", plain), ("b.jpg", hidden, True)],
         )
@@ -508,8 +514,8 @@ async def test_live_guesses_keep_baselines_and_a_running_accuracy_per_guild(stan
     from store.queries.labels import add_vote
 
     async with bot_world(standin, tmp_path / "data", mode="silent") as world:
-        alice, bob = world.members
-        posts = [bob, bob, bob, alice]
+        member_a, member_b = world.members
+        posts = [member_b, member_b, member_b, member_a]
         for i, author in enumerate(posts):
             await standin.post_message(
                 standin.channel, author, attachments=[(f"{i}.jpg", jpeg(400 + i))]
@@ -535,7 +541,7 @@ async def test_live_guesses_keep_baselines_and_a_running_accuracy_per_guild(stan
             "SELECT image_id, probabilities FROM predictions ORDER BY id LIMIT 1",
         )
         meme = json.loads(probabilities)["meme"]
-        await add_vote(world.db, image_id, "meme", f"discord:{alice.id}", 1, "reaction")
+        await add_vote(world.db, image_id, "meme", f"discord:{member_a.id}", 1, "reaction")
         accuracy = await get_guild_accuracy(world.db, str(standin.guild.id))
         assert accuracy.category_votes == 1 and accuracy.category_agree == int(meme >= 0.5)
         other = await get_guild_accuracy(world.db, "another guild")

@@ -63,13 +63,13 @@ async def test_login_ready_and_guild_state(standin, start_bot):
 
 async def test_discord_like_member_list_is_chunked_on_request():
     async with StandinDiscord.start(member_list="bot") as standin:
-        await standin.add_member("alice")
+        await standin.add_member("member_a")
         with standin.patch_client():
             bot = make_test_bot(intents=_intents(members=True))
             async with running_bot(standin, bot):
                 guild = bot.get_guild(standin.guild.id)
                 await standin.wait_for(lambda: guild.chunked)
-                assert sorted(m.name for m in guild.members) == ["alice", "memetag", "owner"]
+                assert sorted(m.name for m in guild.members) == ["member_a", "memetag", "owner"]
                 assert len(standin.gateway.chunk_requests) == 1
         standin.check()
 
@@ -86,13 +86,13 @@ async def test_image_attachment_reaches_on_message_and_downloads(standin, start_
 
     cog = Cog(standin)
     await start_bot(cogs=[cog])
-    alice = await standin.add_member("alice")
+    member_a = await standin.add_member("member_a")
     image = make_image("PNG", (64, 48), seed=3)
     posted = await standin.post_message(
-        standin.channel, alice, "look", attachments=[("cat.png", image)]
+        standin.channel, member_a, "look", attachments=[("cat.png", image)]
     )
     [(author, filename, width, data)] = await standin.wait_for(lambda: cog.got("read"))
-    assert (author, filename, width) == ("alice", "cat.png", 64)
+    assert (author, filename, width) == ("member_a", "cat.png", 64)
     assert data == image
     assert standin.cdn_hits[posted.attachments[0].id] == 1
 
@@ -110,8 +110,8 @@ async def test_bot_reacts_and_replies_without_pinging(standin, start_bot):
                 await message.reply("tagged loudly")
 
     await start_bot(cogs=[Cog(standin)])
-    alice = await standin.add_member("alice")
-    quiet = await standin.post_message(standin.channel, alice, "quiet")
+    member_a = await standin.add_member("member_a")
+    quiet = await standin.post_message(standin.channel, member_a, "quiet")
     [reply] = await standin.wait_for(lambda: standin.bot_messages(standin.channel))
     await standin.wait_for(lambda: standin.reactions_on(quiet))
     assert standin.reactions_on(quiet) == {"✅": [standin.bot_user]}
@@ -119,10 +119,10 @@ async def test_bot_reacts_and_replies_without_pinging(standin, start_bot):
     assert reply.mention_user_ids == []
     assert reply.allowed_mentions == {"parse": []}
 
-    loud = await standin.post_message(standin.channel, alice, "loud")
+    loud = await standin.post_message(standin.channel, member_a, "loud")
     await standin.wait_for(lambda: len(standin.bot_messages(standin.channel)) == 2)
     assert standin.bot_messages(standin.channel)[-1].reference is loud
-    assert standin.bot_messages(standin.channel)[-1].mention_user_ids == [alice.id]
+    assert standin.bot_messages(standin.channel)[-1].mention_user_ids == [member_a.id]
 
 
 async def test_raw_reaction_events_for_a_message_the_bot_never_saw(standin, start_bot):
@@ -141,27 +141,27 @@ async def test_raw_reaction_events_for_a_message_the_bot_never_saw(standin, star
 
     cog = Cog(standin)
     bot = await start_bot(cogs=[cog])
-    alice = await standin.add_member("alice")
+    member_a = await standin.add_member("member_a")
     old = await standin.post_message(
         standin.channel,
-        alice,
+        member_a,
         "from last year",
         created_at=datetime(2024, 5, 1, tzinfo=UTC),
         dispatch=False,
     )
     blob = await standin.add_emoji("blob")
-    await standin.add_reaction(alice, old, "👍")
-    await standin.add_reaction(alice, old, blob)
+    await standin.add_reaction(member_a, old, "👍")
+    await standin.add_reaction(member_a, old, blob)
     await standin.wait_for(lambda: len(cog.got("add")) == 2)
-    assert cog.got("add") == [(old.id, "👍", "alice"), (old.id, str(blob), "alice")]
+    assert cog.got("add") == [(old.id, "👍", "member_a"), (old.id, str(blob), "member_a")]
     assert bot.get_partial_messageable(old.channel.id).get_partial_message(old.id).created_at == (
         datetime(2024, 5, 1, tzinfo=UTC)
     )
-    await standin.remove_reaction(alice, old, "👍")
+    await standin.remove_reaction(member_a, old, "👍")
     await standin.wait_for(lambda: cog.got("remove"))
-    assert cog.got("remove") == [(old.id, "👍", alice.id)]
+    assert cog.got("remove") == [(old.id, "👍", member_a.id)]
     assert cog.got("cached") == [] and old.id not in {m.id for m in bot.cached_messages}
-    assert standin.reactions_on(old) == {str(blob): [alice]}
+    assert standin.reactions_on(old) == {str(blob): [member_a]}
 
 
 async def test_slash_command_synced_per_guild_and_answered(standin, start_bot):
@@ -179,18 +179,20 @@ async def test_slash_command_synced_per_guild_and_answered(standin, start_bot):
     assert [c["name"] for c in standin.registered_commands(standin.guild)] == ["echo"]
     assert standin.registered_commands() == []
 
-    alice = await standin.add_member("alice")
-    interaction = await standin.invoke_slash(alice, "echo", {"text": "hi there"})
+    member_a = await standin.add_member("member_a")
+    interaction = await standin.invoke_slash(member_a, "echo", {"text": "hi there"})
     response = await standin.wait_for(lambda: interaction.response)
-    assert response.type == 4 and response.content == "alice: hi there"
+    assert response.type == 4 and response.content == "member_a: hi there"
     [shown] = standin.messages_in(standin.channel)
     assert (
-        shown.type == 20 and shown.interaction is interaction and shown.content == "alice: hi there"
+        shown.type == 20
+        and shown.interaction is interaction
+        and shown.content == "member_a: hi there"
     )
     with pytest.raises(StandinError, match="no option 'txt'"):
-        await standin.invoke_slash(alice, "echo", {"txt": "typo"})
+        await standin.invoke_slash(member_a, "echo", {"txt": "typo"})
     with pytest.raises(StandinError, match="no command 'nope'"):
-        await standin.invoke_slash(alice, "nope")
+        await standin.invoke_slash(member_a, "nope")
 
 
 async def test_message_context_menu_defers_then_edits_original(standin, start_bot):
@@ -202,9 +204,9 @@ async def test_message_context_menu_defers_then_edits_original(standin, start_bo
     bot.tree.add_command(app_commands.ContextMenu(name="Shout", callback=shout))
     bot = await start_bot(bot)
     await bot.tree.sync()
-    alice = await standin.add_member("alice")
-    quiet = await standin.post_message(standin.channel, alice, "make me loud")
-    interaction = await standin.invoke_message_context_menu(alice, "Shout", quiet)
+    member_a = await standin.add_member("member_a")
+    quiet = await standin.post_message(standin.channel, member_a, "make me loud")
+    interaction = await standin.invoke_message_context_menu(member_a, "Shout", quiet)
     await standin.wait_for(
         lambda: (
             interaction.original is not None
@@ -253,43 +255,47 @@ async def _vote_bot(standin, start_bot) -> commands.Bot:
 
 async def test_button_click_on_a_view_updates_the_message(standin, start_bot):
     await _vote_bot(standin, start_bot)
-    alice = await standin.add_member("alice")
-    bob = await standin.add_member("bob")
-    started = await standin.invoke_slash(alice, "vote")
+    member_a = await standin.add_member("member_a")
+    member_b = await standin.add_member("member_b")
+    started = await standin.invoke_slash(member_a, "vote")
     poll = await standin.wait_for(lambda: started.original)
     assert [c["custom_id"] for c in poll.components[0]["components"]] == ["vote:yes", "vote:why"]
-    click = await standin.click_button(bob, poll, "vote:yes")
+    click = await standin.click_button(member_b, poll, "vote:yes")
     await standin.wait_for(lambda: click.response)
     assert click.response.type == 7
-    assert poll.content == "yes from bob" and poll.components == []
+    assert poll.content == "yes from member_b" and poll.components == []
     with pytest.raises(StandinError, match="no component 'vote:yes'"):
-        await standin.click_button(bob, poll, "vote:yes")
+        await standin.click_button(member_b, poll, "vote:yes")
 
 
 async def test_button_opens_a_modal_and_the_submission_is_answered(standin, start_bot):
     await _vote_bot(standin, start_bot)
-    alice = await standin.add_member("alice")
-    started = await standin.invoke_slash(alice, "vote")
+    member_a = await standin.add_member("member_a")
+    started = await standin.invoke_slash(member_a, "vote")
     poll = await standin.wait_for(lambda: started.original)
-    asked = await standin.click_button(alice, poll, "vote:why")
+    asked = await standin.click_button(member_a, poll, "vote:why")
     await standin.wait_for(lambda: asked.modal)
     assert asked.modal["title"] == "Why?"
     with pytest.raises(StandinError, match="required"):
-        await standin.submit_modal(alice, asked, {})
-    submitted = await standin.submit_modal(alice, asked, {"reason": "cats"})
+        await standin.submit_modal(member_a, asked, {})
+    submitted = await standin.submit_modal(member_a, asked, {"reason": "cats"})
     answer = await standin.wait_for(lambda: submitted.response)
     assert answer.type == 4 and answer.ephemeral and answer.content == "because cats"
     assert answer.message not in standin.messages_in(
         standin.channel
-    )  # ephemeral: only alice sees it
+    )  # ephemeral: only member_a sees it
 
 
 async def test_history_pages_oldest_first(standin, bot):
-    alice = await standin.add_member("alice")
+    member_a = await standin.add_member("member_a")
     start = datetime(2023, 1, 1, tzinfo=UTC)
     for i in range(260):
         await standin.post_message(
-            standin.channel, alice, f"m{i}", created_at=start + timedelta(minutes=i), dispatch=False
+            standin.channel,
+            member_a,
+            f"m{i}",
+            created_at=start + timedelta(minutes=i),
+            dispatch=False,
         )
     channel = bot.get_channel(standin.channel.id)
     got = [m async for m in channel.history(limit=250, oldest_first=True)]
@@ -327,9 +333,9 @@ async def test_missed_events_are_replayed_after_resume(standin, start_bot):
 
     cog = Cog(standin)
     await start_bot(cogs=[cog])
-    alice = await standin.add_member("alice")
+    member_a = await standin.add_member("member_a")
     async with standin.gateway_paused():
-        await standin.post_message(standin.channel, alice, "while you were away")
+        await standin.post_message(standin.channel, member_a, "while you were away")
         assert not standin.gateway.connected
     await standin.wait_for(lambda: cog.got("message") and cog.got("resumed"))
     assert cog.got("message") == ["while you were away"]
@@ -344,22 +350,22 @@ async def test_without_message_content_intent_only_mentions_carry_content(standi
 
     cog = Cog(standin)
     await start_bot(make_test_bot(intents=discord.Intents.default()), cogs=[cog])
-    alice = await standin.add_member("alice")
+    member_a = await standin.add_member("member_a")
     image = [("a.png", make_image("PNG"))]
-    await standin.post_message(standin.channel, alice, "secret", attachments=image)
+    await standin.post_message(standin.channel, member_a, "secret", attachments=image)
     await standin.post_message(
-        standin.channel, alice, f"{standin.bot_user.mention} hello", attachments=image
+        standin.channel, member_a, f"{standin.bot_user.mention} hello", attachments=image
     )
     await standin.wait_for(lambda: len(cog.got("message")) == 2)
     assert cog.got("message") == [("", 0), (f"{standin.bot_user.mention} hello", 1)]
 
 
 async def test_message_rest_round_trips_through_the_client(standin, bot):
-    alice = await standin.add_member("alice")
-    posted = await standin.post_message(standin.channel, alice, "original")
+    member_a = await standin.add_member("member_a")
+    posted = await standin.post_message(standin.channel, member_a, "original")
     channel = bot.get_channel(standin.channel.id)
     fetched = await channel.fetch_message(posted.id)
-    assert (fetched.author.id, fetched.content) == (alice.id, "original")
+    assert (fetched.author.id, fetched.content) == (member_a.id, "original")
 
     reactors = [await standin.add_member(f"member-{i}") for i in range(105)]
     for user in reactors:
@@ -380,14 +386,14 @@ async def test_message_rest_round_trips_through_the_client(standin, bot):
     in_thread = await thread.send("in the thread")
     assert standin.messages_in(standin.channels[thread.id])[0].id == in_thread.id
 
-    user = await bot.fetch_user(alice.id)
+    user = await bot.fetch_user(member_a.id)
     await user.send("hello in private")
-    assert [m.content for m in standin.messages_in(standin.dm_channel(alice))] == [
+    assert [m.content for m in standin.messages_in(standin.dm_channel(member_a))] == [
         "hello in private"
     ]
 
-    member = await channel.guild.fetch_member(alice.id)
-    assert member.name == "alice"
+    member = await channel.guild.fetch_member(member_a.id)
+    assert member.name == "member_a"
     await fetched.delete()
     assert posted.deleted and posted not in standin.messages_in(standin.channel)
     with pytest.raises(discord.NotFound):
@@ -437,31 +443,33 @@ async def test_followups_selects_autocomplete_and_user_menus(standin, start_bot)
     bot.tree.add_command(app_commands.ContextMenu(name="Inspect", callback=inspect))
     bot = await start_bot(bot, cogs=[Cog(standin)])
     await bot.tree.sync()
-    alice = await standin.add_member("alice")
+    member_a = await standin.add_member("member_a")
 
-    typing = await standin.autocomplete(alice, "paint", {"colour": "r"}, focused="colour")
+    typing = await standin.autocomplete(member_a, "paint", {"colour": "r"}, focused="colour")
     choices = await standin.wait_for(lambda: typing.choices)
     assert [c["value"] for c in choices] == ["red", "rose"]
 
-    paint = await standin.invoke_slash(alice, "paint", {"colour": "red"})
+    paint = await standin.invoke_slash(member_a, "paint", {"colour": "red"})
     await standin.wait_for(lambda: len(paint.followups) == 1)
     assert [c.type for c in paint.callbacks] == [5]
     assert paint.original.content == "painted red" and paint.original.ephemeral
     assert not paint.original.loading and paint.followups[0].ephemeral
     assert standin.messages_in(standin.channel) == []  # everything was ephemeral
 
-    choose = await standin.invoke_slash(alice, "choose")
+    choose = await standin.invoke_slash(member_a, "choose")
     menu = await standin.wait_for(lambda: choose.original)
     with pytest.raises(StandinError, match="not an option"):
-        await standin.select(alice, menu, "pick", ["c"])
-    pick = await standin.select(alice, menu, "pick", ["b"])
+        await standin.select(member_a, menu, "pick", ["c"])
+    pick = await standin.select(member_a, menu, "pick", ["b"])
     await standin.wait_for(lambda: pick.response and menu.deleted)
     assert pick.response.content == "picked ['b']"
 
-    role = await standin.add_role("painter", members=[alice])
-    menu_use = await standin.invoke_user_context_menu(standin.owner, "Inspect", alice)
+    role = await standin.add_role("painter", members=[member_a])
+    menu_use = await standin.invoke_user_context_menu(standin.owner, "Inspect", member_a)
     answer = await standin.wait_for(lambda: menu_use.response)
-    assert answer.content == "alice has 2 roles" and role.name == "painter"  # @everyone + painter
+    assert (
+        answer.content == "member_a has 2 roles" and role.name == "painter"
+    )  # @everyone + painter
 
 
 async def test_world_changes_and_member_actions_reach_the_client(standin, start_bot):
@@ -486,8 +494,8 @@ async def test_world_changes_and_member_actions_reach_the_client(standin, start_
     bot = await start_bot(
         make_test_bot(intents=_intents(members=True, message_content=True)), cogs=[cog]
     )
-    alice = await standin.add_member("alice")
-    link = await standin.post_message(standin.channel, alice, "see https://example.test/cat.png")
+    member_a = await standin.add_member("member_a")
+    link = await standin.post_message(standin.channel, member_a, "see https://example.test/cat.png")
     await standin.edit_message(link, embeds=[standin.image_embed(make_image("PNG"), "cat.png")])
     await standin.wait_for(lambda: cog.got("edit"))
     assert cog.got("edit") == [(link.content, link.content, 1)]
@@ -495,8 +503,8 @@ async def test_world_changes_and_member_actions_reach_the_client(standin, start_
     await standin.wait_for(lambda: cog.got("delete"))
     assert cog.got("delete") == [link.content]
 
-    thread = await standin.create_thread(standin.channel, "side chat", by=alice)
-    await standin.post_message(thread, alice, "inside")
+    thread = await standin.create_thread(standin.channel, "side chat", by=member_a)
+    await standin.post_message(thread, member_a, "inside")
     await standin.wait_for(lambda: cog.got("thread"))
     assert bot.get_channel(thread.id).parent_id == standin.channel.id
 
@@ -512,8 +520,10 @@ async def test_world_changes_and_member_actions_reach_the_client(standin, start_
     with pytest.raises(discord.Forbidden):
         await client_view.send("should not get through")
 
-    role = await standin.add_role("mod", discord.Permissions(manage_messages=True), members=[alice])
-    member = await standin.wait_for(lambda: bot.get_guild(standin.guild.id).get_member(alice.id))
+    role = await standin.add_role(
+        "mod", discord.Permissions(manage_messages=True), members=[member_a]
+    )
+    member = await standin.wait_for(lambda: bot.get_guild(standin.guild.id).get_member(member_a.id))
     await standin.wait_for(lambda: len(member.roles) == 2)
     assert member.guild_permissions.manage_messages and role.name == "mod"
 
@@ -521,7 +531,7 @@ async def test_world_changes_and_member_actions_reach_the_client(standin, start_
     await standin.wait_for(lambda: cog.got("guild"))
     assert cog.got("guild") == ["Second Guild"] and bot.get_guild(other.id) is not None
 
-    seeded = [await standin.post_message(standin.channel, alice, f"old {i}") for i in range(3)]
+    seeded = [await standin.post_message(standin.channel, member_a, f"old {i}") for i in range(3)]
     deleted = await bot.get_channel(standin.channel.id).purge(limit=10)
     assert len(deleted) == 3 and all(m.deleted for m in seeded)
 
@@ -531,5 +541,5 @@ async def test_world_changes_and_member_actions_reach_the_client(standin, start_
     heard = asyncio.ensure_future(
         bot.wait_for("message", check=lambda m: m.content == "still listening", timeout=5)
     )
-    await standin.post_message(standin.channel, alice, "still listening")
-    assert (await heard).author.id == alice.id
+    await standin.post_message(standin.channel, member_a, "still listening")
+    assert (await heard).author.id == member_a.id

@@ -20,7 +20,7 @@ HOSTILE_SENDERS = [
     "-2+3",
     "@SUM(1+1)*cmd|' /C calc'!A0",
     "Person A",
-    "Ana=Bob",
+    "Person B=Person C",
     "Line\rbreak",
 ]
 
@@ -56,7 +56,7 @@ def test_formula_cells_get_an_apostrophe(data: Path, tmp_path: Path, capsys) -> 
     senders = _senders(target.read_bytes().decode("utf-8"))
     assert senders == ["'" + s for s in HOSTILE_SENDERS[:4]] + [
         "Person A",
-        "Ana=Bob",
+        "Person B=Person C",
         "Line\rbreak",
     ]
 

@@ -7,11 +7,11 @@ command. Tests import from here; fixtures are in ``tests/helpers/standin_fixture
 Quick reference (``standin`` is a started, patched-in StandinDiscord; ``start_bot`` runs a bot)::
 
     bot = await start_bot(make_test_bot(), cogs=[MyCog(...)])   # returns after on_ready
-    alice = await standin.add_member("alice")                   # also add_role, add_emoji,
-    msg = await standin.post_message(standin.channel, alice, "hi",   # add_text_channel,
+    member_a = await standin.add_member("member_a")                   # also add_role, add_emoji,
+    msg = await standin.post_message(standin.channel, member_a, "hi",   # add_text_channel,
         attachments=[("cat.png", png)], embeds=[standin.image_embed(png)])  # set_overwrite...
-    await standin.add_reaction(alice, msg, "👍")                 # remove_reaction, edit_message
-    i = await standin.invoke_slash(alice, "tag", {"label": "meme"})  # after bot.tree.sync()
+    await standin.add_reaction(member_a, msg, "👍")                 # remove_reaction, edit_message
+    i = await standin.invoke_slash(member_a, "tag", {"label": "meme"})  # after bot.tree.sync()
     await standin.wait_for(lambda: i.response)                  # i.callbacks, i.original
     standin.messages_in(standin.channel); standin.bot_messages(); standin.reactions_on(msg)
 

@@ -30,13 +30,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.tagging import _USER_MESSAGES, ImageRef, find_images
-from bot.cogs.tagging import _conversation_name as conversation_name
+from bot.cogs.tagging import _USER_MESSAGES, ImageRef, find_images, live_post
 from bot.deps import Deps
 from bot.render import emoji_label
 from bot.tagger import TAGGER, admin_only, audit
 from ingest.errors import IngestError
-from memetag.services.media import DISCORD_SOURCE, StoredPost, discord_post, fetch_post_image
+from memetag.services.media import DISCORD_SOURCE, StoredPost, fetch_post_image
 from store.errors import StoreError
 from store.queries.backfill import (
     BackfillCursor,
@@ -397,19 +396,7 @@ class Backfill(commands.Cog):
         if ref.size is not None and ref.size > limits.max_bytes:
             counts.failed += 1
             return None
-        post = discord_post(
-            message_id=message.id,
-            position=ref.position,
-            channel_id=message.channel.id,
-            author_id=message.author.id,
-            author_name=message.author.display_name,
-            posted_at=message.created_at,
-            url=ref.url,
-            conversation_name=conversation_name(message),
-            media_hint=ref.media_hint,
-            must_sniff=ref.media_hint != "attachment",
-            fallback_urls=ref.fallback_urls,
-        )
+        post = live_post(message, ref)
         try:
             async with self._downloads:
                 stored = await fetch_post_image(

@@ -475,23 +475,36 @@ class Review(commands.Cog, name="Review"):
             else:
                 tags = await self.image_tags(item.image_id, guild_id=item.guild_id)
                 vote = -1 if label in tags.current else 1
-            await votes.cast_votes(
-                self.deps.db,
-                [votes.CastVote(item.image_id, label, vote)],
-                voter=voter,
-                origin="button",
-                message_id=interaction.message.id if interaction.message else item.message_id,
-            )
+            await self._cast(interaction, item, [votes.CastVote(item.image_id, label, vote)], voter)
         except StoreError as exc:
-            log.warning("review vote not stored: %s", exc)
-            await interaction.response.send_message(
-                "Sorry, I couldn't save that just now; please try again in a minute.",
-                ephemeral=True,
-            )
+            await self._not_saved(interaction, exc)
             return
         text = _label_text(label, self._emojis)
         said = f"✓ Noted: {text}." if vote > 0 else f"✓ Noted: not {text}."
         await self._answered(interaction, item, said)
+
+    async def _cast(
+        self,
+        interaction: discord.Interaction,
+        item: queries.ReviewItem,
+        cast: list[votes.CastVote],
+        voter: str,
+    ) -> None:
+        """Store a review post's button votes (raises StoreError)."""
+        await votes.cast_votes(
+            self.deps.db,
+            cast,
+            voter=voter,
+            origin="button",
+            message_id=interaction.message.id if interaction.message else item.message_id,
+        )
+
+    @staticmethod
+    async def _not_saved(interaction: discord.Interaction, exc: StoreError) -> None:
+        log.warning("review vote not stored: %s", exc)
+        await interaction.response.send_message(
+            "Sorry, I couldn't save that just now; please try again in a minute.", ephemeral=True
+        )
 
     async def all_correct(self, interaction: discord.Interaction, item_id: int) -> None:
         """ "All correct": +1 for each current tag."""
@@ -506,19 +519,14 @@ class Review(commands.Cog, name="Review"):
                     "This image has no tags yet: tap the labels that fit.", ephemeral=True
                 )
                 return
-            await votes.cast_votes(
-                self.deps.db,
+            await self._cast(
+                interaction,
+                item,
                 [votes.CastVote(item.image_id, n, 1) for n in current],
-                voter=votes.discord_voter(interaction.user.id),
-                origin="button",
-                message_id=interaction.message.id if interaction.message else item.message_id,
+                votes.discord_voter(interaction.user.id),
             )
         except StoreError as exc:
-            log.warning("review vote not stored: %s", exc)
-            await interaction.response.send_message(
-                "Sorry, I couldn't save that just now; please try again in a minute.",
-                ephemeral=True,
-            )
+            await self._not_saved(interaction, exc)
             return
         names = ", ".join(_label_text(n, self._emojis) for n in current)
         await self._answered(interaction, item, f"✓ Thanks — noted: {names}.")

@@ -56,17 +56,13 @@ async def list_channel_settings(db: Database) -> list[ChannelSetting]:
         "SELECT channel_id, guild_id, mode, origin, enabled, updated_by FROM bot_channels"
         " ORDER BY channel_id"
     )
-    return [
-        ChannelSetting(
-            r["channel_id"],
-            r["guild_id"],
-            r["mode"],
-            r["origin"],
-            bool(r["enabled"]),
-            r["updated_by"],
-        )
-        for r in rows
-    ]
+    return [_channel_setting(r) for r in rows]
+
+
+def _channel_setting(r) -> ChannelSetting:
+    return ChannelSetting(
+        r["channel_id"], r["guild_id"], r["mode"], r["origin"], bool(r["enabled"]), r["updated_by"]
+    )
 
 
 async def get_channel_setting(db: Database, channel_id: str) -> ChannelSetting | None:
@@ -84,17 +80,7 @@ async def list_channel_settings_for(db: Database, channel_ids: list[str]) -> lis
         f" WHERE channel_id IN ({marks}) ORDER BY channel_id",
         tuple(channel_ids),
     )
-    return [
-        ChannelSetting(
-            r["channel_id"],
-            r["guild_id"],
-            r["mode"],
-            r["origin"],
-            bool(r["enabled"]),
-            r["updated_by"],
-        )
-        for r in rows
-    ]
+    return [_channel_setting(r) for r in rows]
 
 
 async def set_channel(

@@ -33,8 +33,10 @@ import shlex
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -461,7 +463,8 @@ async def _measure(
     single_store_s = list(tagging.stats.store_s)[store_mark:]
 
     # (b) a burst posted at once, Predictor.predict_files on the same images before and after.
-    files_runs = [await _files_rate(bare, burst)]
+    rate, files_cpu = await _files_rate(bare, burst)
+    files_runs, files_cpus = [rate], [files_cpu]
     dropped0 = tagging.queue.stats.dropped
     latencies: list[tuple[float, float]] = []  # (when, the client's last heartbeat -> ACK)
     stop = asyncio.Event()
@@ -476,6 +479,7 @@ async def _measure(
 
     predict_mark, store_mark = len(tagging.stats.predict_s), len(tagging.stats.store_s)
     cpu0 = (_own_cpu_s(), await standin.call("cpu_s"))
+    threads0 = _thread_cpu()
     watcher = asyncio.create_task(watch_latency(), name="bench-client-latency")
     try:
         seen = await standin.call("burst", timeout=timeout * 5)
@@ -484,9 +488,12 @@ async def _measure(
         await watcher
     await settle()
     cpu1 = (_own_cpu_s(), await standin.call("cpu_s"))
+    burst_threads = _cpu_ms_per_image(threads0, _thread_cpu(), len(burst))
     burst_predict_s = list(tagging.stats.predict_s)[predict_mark:]
     burst_store_s = list(tagging.stats.store_s)[store_mark:]
-    files_runs.append(await _files_rate(bare, burst))
+    rate, files_cpu = await _files_rate(bare, burst)
+    files_runs.append(rate)
+    files_cpus.append(files_cpu)
     busy1, own1, steal1 = _busy_cores()
     own1 += await standin.call("cpu_s")
     wall = time.perf_counter() - wall0
@@ -538,6 +545,12 @@ async def _measure(
             "dropped": tagging.queue.stats.dropped - dropped0,
             # CPU seconds from just before the burst until its last image was stored.
             "cpu_s": {"bot": cpu1[0] - cpu0[0], "standin": cpu1[1] - cpu0[1]},
+            # Where the CPU went, in ms per image, by thread (Linux only; {} elsewhere).
+            "cpu_ms_per_image": {
+                "bot": burst_threads
+                | {"stand-in process": round(1000 * (cpu1[1] - cpu0[1]) / images, 1)},
+                "predict_files": _mean_breakdown(files_cpus),
+            },
             "commits": {"runs": tagging.commits.runs, "images": tagging.commits.items},
         },
         "machine": {
@@ -570,6 +583,11 @@ async def _measure(
             "on the same cores as the bot: its work is off the bot's event loop and GIL but "
             "still takes CPU from it (burst.cpu_s: both processes' CPU seconds in the burst)",
             "burst.commits": "the tagging cog's shared commits over the whole run: runs, images",
+            "burst.cpu_ms_per_image": "each thread's CPU time (/proc/self/task) over the burst "
+            "(until its last image was stored) or over a predict_files run, per image, grouped "
+            "by thread: the model's forward pass (the thread that runs it plus torch's own "
+            "threads), the Predictor's decode pool, the default executor (the store's image "
+            "checks and file writes), SQLite's thread and the event loop",
         },
     }
     b = result["burst"]
@@ -585,13 +603,71 @@ async def _measure(
     return result
 
 
-async def _files_rate(predictor: Any, images: Sequence[bytes]) -> float:
-    """images/s of ``Predictor.predict_files`` (a worker thread, so the gateway keeps going)."""
-    t0 = time.perf_counter()
-    results = await asyncio.to_thread(predictor.predict_files, list(images))
-    elapsed = time.perf_counter() - t0
+async def _files_rate(predictor: Any, images: Sequence[bytes]) -> tuple[float, dict[str, float]]:
+    """images/s of ``Predictor.predict_files`` (a worker thread of its own, so the gateway keeps
+    going), and its CPU ms per image by thread."""
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(1, thread_name_prefix=_FORWARD_THREADS[0]) as pool:
+        before = _thread_cpu()
+        t0 = time.perf_counter()
+        results = await loop.run_in_executor(pool, predictor.predict_files, list(images))
+        elapsed = time.perf_counter() - t0
+        cpu = _cpu_ms_per_image(before, _thread_cpu(), len(images))
     assert all(isinstance(r, Result) for r in results), results
-    return len(images) / elapsed
+    return len(images) / elapsed, cpu
+
+
+# Parts of thread names -> what their CPU time is spent on. Threads with no Python name are
+# torch's own (intra-op) threads.
+_FORWARD_THREADS = ("bench-predict-files", "memetag-infer")
+_THREAD_GROUPS = (
+    (_FORWARD_THREADS, "model forward"),
+    (("memetag-decode",), "predictor decode"),
+    (("asyncio",), "worker threads (store checks, file writes)"),
+    (("_connection_worker_thread",), "SQLite"),  # aiosqlite's: "Thread-N (_connection_wo...)"
+    (("MainThread",), "event loop"),
+)
+
+
+def _thread_cpu() -> dict[int, tuple[str, float]]:
+    """This process's threads: native id -> (group, CPU seconds so far). {} off Linux."""
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return {}
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as fp:
+                fields = fp.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended
+        name = names.get(int(tid))
+        group = "model forward" if name is None else "other threads"
+        for prefixes, label in _THREAD_GROUPS:
+            if name is not None and any(part in name for part in prefixes):
+                group = label
+                break
+        out[int(tid)] = (group, (int(fields[11]) + int(fields[12])) / ticks)
+    return out
+
+
+def _cpu_ms_per_image(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], images: int
+) -> dict[str, float]:
+    """CPU ms per image by thread group between two ``_thread_cpu`` readings."""
+    groups: dict[str, float] = {}
+    for tid, (group, seconds) in after.items():
+        used = seconds - before.get(tid, (group, 0.0))[1]
+        groups[group] = groups.get(group, 0.0) + 1000 * used / images
+    return {k: round(v, 1) for k, v in sorted(groups.items(), key=lambda kv: -kv[1]) if v > 0}
+
+
+def _mean_breakdown(runs: Sequence[dict[str, float]]) -> dict[str, float]:
+    keys = {k for run in runs for k in run}
+    return {k: round(sum(run.get(k, 0.0) for run in runs) / len(runs), 1) for k in sorted(keys)}
 
 
 # -- the command -----------------------------------------------------------------------------------
@@ -668,6 +744,10 @@ def _print_table(r: dict[str, Any]) -> None:
         f"{'n/a' if hb is None else f'{hb:.0f} ms'} ({b['heartbeat_requests']} requests); "
         f"dropped {b['dropped']}"
     )
+    for side, groups in b["cpu_ms_per_image"].items():
+        total = sum(groups.values())
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in groups.items())
+        print(f"CPU ms per image, {side}: {total:.1f} ({parts})")
     print("targets: " + ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in r["passed"].items()))
 
 

@@ -8,6 +8,7 @@ import math
 import os
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 # What Pillow raises on damaged data: truncated streams (OSError), broken headers
 # (SyntaxError, struct.error), bad chunk values (ValueError), short reads (EOFError).
+# on_decoded(frame, declared size): see load_rgb.
+OnDecoded = Callable[[Image.Image, tuple[int, int]], None]
+
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError)
 # Modes Image.reduce() handles directly; reducing before conversion saves converting big images.
 _REDUCIBLE = {"L", "RGB", "CMYK"}
@@ -65,7 +69,11 @@ class CenterCrop:
 
 
 def load_rgb(
-    source: Path | str | bytes, *, max_pixels: int, min_side: int | None = None
+    source: Path | str | bytes,
+    *,
+    max_pixels: int,
+    min_side: int | None = None,
+    on_decoded: OnDecoded | None = None,
 ) -> Image.Image:
     """Decode an image file or bytes into an RGB image.
 
@@ -80,16 +88,26 @@ def load_rgb(
             decoding, so a decompression bomb costs nothing).
         min_side: when given, the image may be decoded at reduced scale (JPEG DCT scaling, else
             ``Image.reduce``) as long as both sides stay at least this long.
+        on_decoded: called as ``on_decoded(frame, size)`` once the whole first frame is
+            decoded, before anything else is done to it: ``frame`` as the decoder gave it (at
+            reduced scale where JPEG DCT scaling applied; its mode and ``format`` untouched),
+            ``size`` the size its header declares. Lets a caller that needs other facts of
+            the same pixels (a perceptual hash) skip a second decode. It must not change
+            ``frame`` and must not raise.
 
     Raises:
         ImageLoadError: not a regular file, empty, not an allowed format, truncated or damaged,
             or too large.
     """
-    return _load(source, max_pixels=max_pixels, min_side=min_side, crop=None)
+    return _load(source, max_pixels=max_pixels, min_side=min_side, crop=None, on_decoded=on_decoded)
 
 
 def load_center_crop(
-    source: Path | str | bytes, *, max_pixels: int, crop: CenterCrop
+    source: Path | str | bytes,
+    *,
+    max_pixels: int,
+    crop: CenterCrop,
+    on_decoded: OnDecoded | None = None,
 ) -> Image.Image:
     """Decode an image straight to the RGB centre crop a Resize + CenterCrop transform takes.
 
@@ -99,14 +117,17 @@ def load_center_crop(
     over half the time. The decoded pixels are exactly those of a full decode; the crop may
     differ from a whole-image resize by a few levels where Pillow rounds between its two
     resampling passes or orders them differently. ``crop.crop`` must not exceed
-    ``crop.resize_to``.
+    ``crop.resize_to``. ``on_decoded`` is as for :func:`load_rgb`, and is not called when only
+    the top rows were decoded.
 
     Raises:
         ImageLoadError: as :func:`load_rgb`.
     """
     if crop.crop > crop.resize_to:
         raise ValueError(f"a {crop.crop} px crop does not fit a {crop.resize_to} px short side")
-    return _load(source, max_pixels=max_pixels, min_side=crop.resize_to, crop=crop)
+    return _load(
+        source, max_pixels=max_pixels, min_side=crop.resize_to, crop=crop, on_decoded=on_decoded
+    )
 
 
 def _load(
@@ -115,6 +136,7 @@ def _load(
     max_pixels: int,
     min_side: int | None,
     crop: CenterCrop | None,
+    on_decoded: OnDecoded | None = None,
 ) -> Image.Image:
     max_bytes = max_file_bytes(max_pixels)
     if isinstance(source, bytes | bytearray | memoryview):
@@ -125,7 +147,14 @@ def _load(
             raise ImageLoadError(
                 None, f"{len(data):,} bytes, over the {max_bytes:,}-byte limit for an image"
             )
-        return _decode(io.BytesIO(data), None, max_pixels=max_pixels, min_side=min_side, crop=crop)
+        return _decode(
+            io.BytesIO(data),
+            None,
+            max_pixels=max_pixels,
+            min_side=min_side,
+            crop=crop,
+            on_decoded=on_decoded,
+        )
     path = Path(source)
     try:
         fp = open_image_file(path, max_bytes=max_bytes)
@@ -133,7 +162,14 @@ def _load(
         raise ImageLoadError(path, exc.reason) from None
     # Pillow's warnings (corrupt EXIF...) do not say which file they are about: this does.
     with fp, warnings_about(path):
-        return _decode(fp, path, max_pixels=max_pixels, min_side=min_side, crop=crop)
+        return _decode(
+            fp,
+            path,
+            max_pixels=max_pixels,
+            min_side=min_side,
+            crop=crop,
+            on_decoded=on_decoded,
+        )
 
 
 def _decode(
@@ -143,6 +179,7 @@ def _decode(
     max_pixels: int,
     min_side: int | None,
     crop: CenterCrop | None,
+    on_decoded: OnDecoded | None = None,
 ) -> Image.Image:
     try:
         head = fp.read(SNIFF_BYTES)
@@ -183,6 +220,8 @@ def _decode(
         if rows is None:
             img.load()
             rows = img.height
+            if on_decoded is not None:
+                on_decoded(img, (width, height))
         size = img.size  # the whole picture's, even where only its top rows were decoded
         img = _apply_orientation(img)
         if img.size != size:

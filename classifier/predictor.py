@@ -25,7 +25,7 @@ from classifier.backbone import build_transform, decode_min_side
 from classifier.checkpoint import Checkpoint, build_model, load_checkpoint
 from classifier.config import ModelConfig
 from classifier.errors import ClassifierError, ImageLoadError
-from classifier.imaging import CenterCrop, load_center_crop, load_rgb
+from classifier.imaging import CenterCrop, OnDecoded, load_center_crop, load_rgb
 from classifier.labelhead import label_probabilities, predict_label_sets
 from classifier.model import MemetagModel, fold_batchnorm
 
@@ -297,8 +297,11 @@ class Predictor:
 
     # -- asynchronous ------------------------------------------------------------------------
 
-    async def predict(self, source: Source) -> Result:
+    async def predict(self, source: Source, *, on_decoded: OnDecoded | None = None) -> Result:
         """Predict one image; concurrent calls are batched together.
+
+        ``on_decoded`` is handed to the decoder (see :func:`classifier.imaging.load_rgb`): it
+        runs in the decode pool with the whole first frame, when the decode covered it.
 
         Raises:
             ImageLoadError: the input is not a readable image.
@@ -311,7 +314,7 @@ class Predictor:
         if batcher is None:
             batcher = self._batchers[loop] = _Batcher(self, loop)
         # Decoding starts now, in the pool, while earlier batches are still computing.
-        decoded = loop.run_in_executor(self._decode_pool, _prepare, bundle, source)
+        decoded = loop.run_in_executor(self._decode_pool, _prepare, bundle, source, on_decoded)
         result: asyncio.Future = loop.create_future()
         batcher.queue.put_nowait(_Request(bundle, decoded, result))
         return await result
@@ -428,13 +431,19 @@ def _forward(bundle: _Loaded, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return torch.cat(sender), torch.cat(labels)
 
 
-def _prepare(bundle: _Loaded, source: Source) -> torch.Tensor | ImageLoadError:
+def _prepare(
+    bundle: _Loaded, source: Source, on_decoded: OnDecoded | None = None
+) -> torch.Tensor | ImageLoadError:
     """Decode + transform one input (runs in the decode pool); returns errors, never raises."""
     try:
         if bundle.crop is not None and bundle.after_crop is not None:
-            img = load_center_crop(source, max_pixels=bundle.max_pixels, crop=bundle.crop)
+            img = load_center_crop(
+                source, max_pixels=bundle.max_pixels, crop=bundle.crop, on_decoded=on_decoded
+            )
             return bundle.after_crop(img)
-        img = load_rgb(source, max_pixels=bundle.max_pixels, min_side=bundle.min_side)
+        img = load_rgb(
+            source, max_pixels=bundle.max_pixels, min_side=bundle.min_side, on_decoded=on_decoded
+        )
         return bundle.transform(img)
     except ImageLoadError as exc:
         return exc

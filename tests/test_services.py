@@ -369,6 +369,83 @@ async def test_use_model_refuses_a_damaged_file_and_keeps_the_current_one(cfg):
         assert chosen is not None and chosen.version == "v-ok" and chosen.mtime_ns is None
 
 
+# --- one decode for the model and the store ------------------------------------------------------
+
+
+def _distance(a: str, b: str) -> int:
+    return bin(int(a, 16) ^ int(b, 16)).count("1")
+
+
+@pytest.mark.parametrize("resize", ["letterbox", "crop"])
+async def test_the_stores_check_reuses_the_models_decode_and_says_what_ingest_says(resize):
+    from ml_helpers import make_checkpoint, photo_like, tiny_model_config
+
+    from classifier.errors import ImageLoadError
+    from classifier.predictor import Predictor
+    from ingest.images import inspect_image
+    from memetag.services.media import SharedCheck
+
+    model_cfg = tiny_model_config(resize=resize)
+    predictor = Predictor(make_checkpoint(model_cfg), model_cfg, decode_workers=1)
+    photo = photo_like(640, 480, seed=3)
+    png, jpeg = io.BytesIO(), io.BytesIO()
+    photo.save(png, "PNG")
+    photo.save(jpeg, "JPEG", quality=85)
+    try:
+        for data in (png.getvalue(), jpeg.getvalue(), make_image("GIF", (90, 60), seed=4)):
+            check = SharedCheck(data, limits=LIMITS)
+            await predictor.predict(data, on_decoded=check)
+            assert check.shared
+            info = await check.result(_live())
+            alone = inspect_image(data, max_pixels=LIMITS.max_pixels)
+            assert info == type(alone)(**{**vars(alone), "phash": info.phash})
+            if alone.format == "JPEG":  # decoded at another DCT scale: a bit or two apart
+                assert _distance(info.phash, alone.phash) <= 4
+            else:
+                assert info.phash == alone.phash
+        # A decode that fails answers nothing: the store's own check gives ingest's reason.
+        cut = jpeg.getvalue()[: len(jpeg.getvalue()) // 2]
+        check = SharedCheck(cut, limits=LIMITS)
+        with pytest.raises(ImageLoadError):
+            await predictor.predict(cut, on_decoded=check)
+        assert not check.shared
+        with pytest.raises(ImageRejected) as refused:
+            await check.result(_live())
+        assert refused.value.reason == "truncated"
+        # Over the store's pixel limit (the model's may be higher): refused, with the size.
+        check = SharedCheck(png.getvalue(), limits=MediaLimits(max_bytes=10**6, max_pixels=1000))
+        await predictor.predict(png.getvalue(), on_decoded=check)
+        with pytest.raises(ImageRejected) as refused:
+            await check.result(_live())
+        assert refused.value.reason == "decompression_bomb"
+        assert "640x480" in str(refused.value)
+    finally:
+        await predictor.aclose()
+
+
+async def test_a_partial_decode_is_not_taken_for_a_check():
+    from ml_helpers import make_checkpoint, screenshot_like, tiny_model_config
+
+    from classifier.predictor import Predictor
+    from ingest.images import inspect_image
+    from memetag.services.media import SharedCheck
+
+    # A tall phone screenshot under a centre crop: the model decodes only the rows it reads,
+    # which proves nothing about the rest, so the store decodes the whole image itself.
+    model_cfg = tiny_model_config(resize="crop")
+    predictor = Predictor(make_checkpoint(model_cfg), model_cfg, decode_workers=1)
+    out = io.BytesIO()
+    screenshot_like(200, 1500, seed=1).save(out, "PNG")
+    data = out.getvalue()
+    try:
+        check = SharedCheck(data, limits=LIMITS)
+        await predictor.predict(data, on_decoded=check)
+        assert not check.shared
+        assert await check.result(_live()) == inspect_image(data, max_pixels=LIMITS.max_pixels)
+    finally:
+        await predictor.aclose()
+
+
 # --- explanations -------------------------------------------------------------------------------
 
 

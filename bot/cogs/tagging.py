@@ -35,8 +35,8 @@ from ingest.errors import IngestError
 from memetag.services.media import (
     DISCORD_SOURCE,
     ImageInfo,
+    SharedCheck,
     StoredPost,
-    check_fetched_image,
     discord_post,
     store_checked_posts,
 )
@@ -376,13 +376,14 @@ class Tagging(commands.Cog):
         post = live_post(message, ref)
         # Predict, then store and commit, then (in the caller) tag: a tag shown is a post
         # committed. Measured on 2 cores with the default model and 1 MP JPEGs, the store
-        # (checks, fsync'd file, commit) adds ~15 ms after the prediction; running the two at
-        # once was slower (p95 106 ms against 86 ms), as the store's decode competes with the
-        # model for the same cores.
+        # (checks, fsync'd file, commit) added ~15 ms after the prediction; running the two at
+        # once was slower (p95 106 ms against 86 ms), as the store's decode competed with the
+        # model for the same cores. The store's check now reuses the model's decode.
+        check = SharedCheck(data, limits=deps.cfg.ingest)
         predictor = deps.models.predictor if deps.models.ready else None
         if predictor is not None:
             try:
-                outcome.result = await self._predict(predictor, data)
+                outcome.result = await self._predict(predictor, data, check)
                 self.stats.images_predicted += 1
                 overrides = self.thresholds.get(str(message.guild.id)) if message.guild else None
                 if overrides:
@@ -390,7 +391,7 @@ class Tagging(commands.Cog):
             except Exception as exc:  # noqa: BLE001 - the store's checks give the reason
                 log.debug("message %s image %d not predicted: %s", message.id, ref.position, exc)
         try:
-            outcome.stored = await self._store(post, data)
+            outcome.stored = await self._store(post, data, check)
         except IngestError as exc:
             outcome.error = _reason(exc)
             outcome.result = None
@@ -399,10 +400,10 @@ class Tagging(commands.Cog):
             outcome.error = "stored, but the model could not read it"
         return outcome
 
-    async def _store(self, post: NewPost, data: bytes) -> StoredPost:
+    async def _store(self, post: NewPost, data: bytes, check: SharedCheck) -> StoredPost:
         """``memetag.services.media.store_fetched_image``, the commit shared with other workers."""
         t0 = time.perf_counter()
-        info = await check_fetched_image(post, data, limits=self.deps.cfg.ingest)
+        info = await check.result(post)
         stored = await self.commits.submit((post, info, data))
         self.stats.store_s.append(time.perf_counter() - t0)
         self.stats.images_stored += 1
@@ -412,9 +413,9 @@ class Tagging(commands.Cog):
         deps = self.deps
         return await store_checked_posts(deps.db, deps.files, items, people=deps.cfg.people)
 
-    async def _predict(self, predictor, data: bytes):
+    async def _predict(self, predictor, data: bytes, check: SharedCheck):
         t0 = time.perf_counter()
-        result = await predictor.predict(data)
+        result = await predictor.predict(data, on_decoded=check)
         self.stats.predict_s.append(time.perf_counter() - t0)
         return result
 

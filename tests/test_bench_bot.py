@@ -33,7 +33,7 @@ def test_quick_run_writes_the_keys_with_positive_numbers(tmp_path):
     threads = torch.get_num_threads()
     try:
         # In this process (torch and discord.py are imported once); it runs a real bot.
-        assert bench.main(["--quick", "--mode", "reply", "--out", str(out)]) == 0
+        assert bench.main(["--quick", "--mode", "reply", "--rounds", "2", "--out", str(out)]) == 0
     finally:
         torch.set_num_threads(threads)
     result = json.loads(out.read_text())
@@ -53,6 +53,15 @@ def test_quick_run_writes_the_keys_with_positive_numbers(tmp_path):
         assert _positive(burst[key]), key
     assert burst["heartbeat_requests"] >= 1 and burst["heartbeat_unanswered"] == 0
     assert burst["ratio"] == burst["images_per_s"] / burst["predict_files_images_per_s"]
+    # Two bursts, each between two predict_files runs; the reported one is the lower-median.
+    assert [one["round"] for one in burst["rounds"]] == [0, 1]
+    assert burst["rounds_ratio"] == [one["ratio"] for one in burst["rounds"]]
+    assert burst["ratio"] == min(burst["rounds_ratio"])
+    assert (
+        burst["rounds"][0]["predict_files_runs"][1] == burst["rounds"][1]["predict_files_runs"][0]
+    )
+    assert burst["heartbeat_ms_max"] == max(one["heartbeat_ms_max"] for one in burst["rounds"])
+    assert set(burst["cpu_ms_per_image"]) == {"bot", "predict_files"}
     assert set(result["passed"]) == {
         "tag_latency_p95",
         "tag_p95_vs_bare_predict_p95",

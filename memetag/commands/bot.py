@@ -71,6 +71,9 @@ class _NoVoiceNotice(logging.Filter):
 
 
 def handle_bot(args: argparse.Namespace, cfg: AppConfig) -> int:
+    from classifier.openmp import shorten_openmp_spin
+
+    shorten_openmp_spin()  # before torch loads: the model shares the cores (classifier.openmp)
     if args.check:
         return run_async(_check(cfg))
     token = cfg.discord_token

@@ -5,8 +5,9 @@ A post the bot sees is recorded like an item of a DiscordChatExporter export (so
 same channel finds it already known. Its bytes pass the same gates as ingest's: the downloader
 (byte cap, private-address refusal, early sniffing) when fetched by URL, then
 ``ingest.pipeline.check_image_bytes`` (sniffing, bomb limit, full decode) and
-``store_checked_images`` (content-addressed files, claimed then linked). Decoding, hashing and
-file writes run in worker threads; nothing here blocks the event loop.
+``store_checked_images`` (content-addressed files, claimed then linked). The bot, which
+decodes each image for the model anyway, makes the check from that decode (``SharedCheck``).
+Decoding, hashing and file writes run in worker threads; nothing here blocks the event loop.
 
 Bad bytes raise ``ImageRejected`` and a failed download ``DownloadError`` (both
 ``ingest.errors.IngestError``, with a short ``reason`` code and a one-line message); then nothing

@@ -117,6 +117,30 @@ async def test_async_batching_matches_predict_files(ckpt, cfg, images, tmp_path)
     assert sum(sizes) == len(sources)
 
 
+async def test_on_cpu_concurrent_requests_go_in_batches_of_the_models_chunk(ckpt, cfg, images):
+    # The model sees 4 images at a time on CPU: a batch of 10 would wait for all 10 decodes
+    # before its first 4 could run, and end with a short chunk of 2.
+    from classifier.predictor import _CPU_CHUNK
+
+    predictor = Predictor(ckpt, cfg, max_batch=16, max_wait_ms=50)
+    sizes = []
+    original_run = predictor._run
+
+    def spy(bundle, tensors):
+        sizes.append(len(tensors))
+        return original_run(bundle, tensors)
+
+    predictor._run = spy
+    try:
+        predictor.load()
+        sources = [path.read_bytes() for path in images] * 4
+        got = await asyncio.gather(*(predictor.predict(s) for s in sources))
+    finally:
+        await predictor.aclose()
+    assert len(got) == len(sources) == sum(sizes)
+    assert max(sizes) == _CPU_CHUNK == 4
+
+
 async def test_swap_while_requests_in_flight(ckpt, cfg, images):
     other = make_checkpoint(cfg, finetuned=True, seed=7, version="v-new")
     predictor = Predictor(ckpt, cfg, max_batch=2, max_wait_ms=1)

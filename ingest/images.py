@@ -66,10 +66,7 @@ def inspect_image(data: bytes, *, max_pixels: int) -> ImageInfo:
             what the bytes look like, e.g. "unsupported format: TGA"), ``decompression_bomb``
             (with the claimed size), ``truncated`` or ``corrupt``.
     """
-    if not data:
-        raise ImageRejected("empty", "zero bytes")
-    if sniff_format(data) is None:
-        raise ImageRejected("not_image", refusal(data))
+    _check_sniffed(data)
     try:
         img = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
     except UnidentifiedImageError:
@@ -83,13 +80,7 @@ def inspect_image(data: bytes, *, max_pixels: int) -> ImageInfo:
     with img:
         fmt = img.format or ""
         width, height = img.size
-        if width <= 0 or height <= 0:
-            raise ImageRejected("corrupt", f"{fmt} claims {width}x{height} pixels")
-        if width * height > max_pixels:
-            raise ImageRejected(
-                "decompression_bomb",
-                f"{fmt} claims {width}x{height} = {width * height} pixels (limit {max_pixels})",
-            )
+        _check_size(fmt, width, height, max_pixels)
         try:
             phash = _decode_and_phash(img)
         except Image.DecompressionBombError as exc:
@@ -100,16 +91,7 @@ def inspect_image(data: bytes, *, max_pixels: int) -> ImageInfo:
             if isinstance(exc, EOFError):
                 reason = "truncated"
             raise ImageRejected(reason, f"{fmt} {width}x{height}: {_short(exc)}") from None
-
-    return ImageInfo(
-        sha256=hashlib.sha256(data).hexdigest(),
-        phash=phash,
-        width=width,
-        height=height,
-        format=fmt,
-        ext=EXTENSIONS[fmt],
-        bytes=len(data),
-    )
+    return _info(data, phash, fmt, width, height)
 
 
 def describe_decoded(
@@ -130,14 +112,29 @@ def describe_decoded(
     Raises:
         ImageRejected: ``not_image`` or ``decompression_bomb``, as ``inspect_image``.
     """
-    if not data:
-        raise ImageRejected("empty", "zero bytes")
-    if sniff_format(data) is None:
-        raise ImageRejected("not_image", refusal(data))
+    _check_sniffed(data)
     fmt = frame.format or ""
     if fmt not in EXTENSIONS:
         raise ImageRejected("not_image", refusal(data))
     width, height = size
+    _check_size(fmt, width, height, max_pixels)
+    try:
+        phash = _phash(frame)
+    except Exception as exc:  # a frame its decoder took but Pillow cannot convert
+        raise ImageRejected("corrupt", f"{fmt} {width}x{height}: {_short(exc)}") from None
+    return _info(data, phash, fmt, width, height)
+
+
+def _check_sniffed(data: bytes) -> None:
+    """Refuse empty bytes and bytes that do not start like an allowed format."""
+    if not data:
+        raise ImageRejected("empty", "zero bytes")
+    if sniff_format(data) is None:
+        raise ImageRejected("not_image", refusal(data))
+
+
+def _check_size(fmt: str, width: int, height: int, max_pixels: int) -> None:
+    """Refuse a declared size that is empty or over the pixel limit (before any decoding)."""
     if width <= 0 or height <= 0:
         raise ImageRejected("corrupt", f"{fmt} claims {width}x{height} pixels")
     if width * height > max_pixels:
@@ -145,10 +142,9 @@ def describe_decoded(
             "decompression_bomb",
             f"{fmt} claims {width}x{height} = {width * height} pixels (limit {max_pixels})",
         )
-    try:
-        phash = _phash(frame)
-    except Exception as exc:  # a frame its decoder took but Pillow cannot convert
-        raise ImageRejected("corrupt", f"{fmt} {width}x{height}: {_short(exc)}") from None
+
+
+def _info(data: bytes, phash: str, fmt: str, width: int, height: int) -> ImageInfo:
     return ImageInfo(
         sha256=hashlib.sha256(data).hexdigest(),
         phash=phash,

@@ -92,11 +92,9 @@ def test_unsure_sender_and_temperature(cfg, images):
     assert [(c.name, c.probability) for c in result.sender_candidates] == ranked[:3]
 
 
-async def test_async_batching_matches_predict_files(ckpt, cfg, images, tmp_path):
-    bad = write_hostile_files(tmp_path)
-    predictor = Predictor(ckpt, cfg, max_batch=4, max_wait_ms=20)
-    expected = predictor.predict_files(images)
-    sizes = []
+def _batch_sizes(predictor: Predictor) -> list[int]:
+    """From now on, the size of each batch the predictor's model runs, in order."""
+    sizes: list[int] = []
     original_run = predictor._run
 
     def spy(bundle, tensors):
@@ -104,6 +102,14 @@ async def test_async_batching_matches_predict_files(ckpt, cfg, images, tmp_path)
         return original_run(bundle, tensors)
 
     predictor._run = spy
+    return sizes
+
+
+async def test_async_batching_matches_predict_files(ckpt, cfg, images, tmp_path):
+    bad = write_hostile_files(tmp_path)
+    predictor = Predictor(ckpt, cfg, max_batch=4, max_wait_ms=20)
+    expected = predictor.predict_files(images)
+    sizes = _batch_sizes(predictor)
     try:
         sources = [*images, images[0].read_bytes()]
         got = await asyncio.gather(*(predictor.predict(s) for s in sources))
@@ -123,14 +129,7 @@ async def test_on_cpu_concurrent_requests_go_in_batches_of_the_models_chunk(ckpt
     from classifier.predictor import _CPU_CHUNK
 
     predictor = Predictor(ckpt, cfg, max_batch=16, max_wait_ms=50)
-    sizes = []
-    original_run = predictor._run
-
-    def spy(bundle, tensors):
-        sizes.append(len(tensors))
-        return original_run(bundle, tensors)
-
-    predictor._run = spy
+    sizes = _batch_sizes(predictor)
     try:
         predictor.load()
         sources = [path.read_bytes() for path in images] * 4

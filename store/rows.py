@@ -113,6 +113,17 @@ class ModelRecord:
 
 
 @dataclass(frozen=True)
+class NewPrediction:
+    """What a model predicted for an image, to be logged (``store.queries.predictions``)."""
+
+    image_id: int
+    model_version: str
+    probabilities: dict[str, float]
+    sender_name: str | None
+    sender_probability: float | None
+
+
+@dataclass(frozen=True)
 class Prediction:
     image_id: int
     model_version: str

@@ -17,6 +17,20 @@ from memetag.services.media import (
 )
 from store.db import open_database
 from store.files import ImageFiles
+from store.queries.bot import (
+    Baselines,
+    LiveGuess,
+    TaggedImage,
+    TaggedMessage,
+    get_message_state,
+    get_post_authors,
+    insert_live_guess,
+    record_tagged_message,
+    record_tagged_messages,
+)
+from store.queries.predictions import insert_prediction
+from store.queries.privacy import add_optout
+from store.rows import NewPrediction
 from tests.helpers.imagegen import make_image
 
 LIMITS = MediaLimits()
@@ -160,3 +174,139 @@ async def test_posts_committed_together_are_stored_as_one_by_one(tmp_path):
 
         with pytest.raises(ValueError, match="listed twice"):
             await store_checked_posts(db, files, [checked[0], checked[0]])
+
+
+# -- what is written after the tag ----------------------------------------------------------------
+
+_AFTER_TAG = {
+    "bot_messages": "SELECT message_id, channel_id, guild_id, author_ref, reply_id, created_at,"
+    " updated_at FROM bot_messages ORDER BY message_id",
+    "bot_message_images": "SELECT message_id, position, post_id, spoiler FROM bot_message_images"
+    " ORDER BY message_id, position",
+    "predictions": "SELECT image_id, model_version, probabilities, sender_name,"
+    " sender_probability, created_at FROM predictions ORDER BY image_id",
+    "live_guesses": "SELECT post_id, guild_id, model_version, author, guess, guess_probability,"
+    " majority_guess, recent_guess, created_at FROM live_guesses ORDER BY post_id",
+}
+
+
+async def _after_tag(db) -> dict[str, list[tuple]]:
+    return {table: [tuple(r) for r in await db.fetchall(sql)] for table, sql in _AFTER_TAG.items()}
+
+
+def _without_times(snapshot: dict[str, list[tuple]]) -> dict[str, list[tuple]]:
+    keep = {"bot_messages": slice(0, 5), "predictions": slice(0, 5), "live_guesses": slice(0, 8)}
+    return {t: [row[keep.get(t, slice(None))] for row in rows] for t, rows in snapshot.items()}
+
+
+async def test_what_is_written_after_the_tag_together_is_what_one_by_one_writes(tmp_path):
+    """The bot writes the messages tagged meanwhile in one transaction (bot.cogs.tagging):
+    the same rows, in the same timestamp formats, as a transaction per row."""
+    images = [make_image("PNG", seed=11), make_image("JPEG", seed=12), make_image("PNG", seed=13)]
+    # message 200 has two images (the second not predicted), message 201 one, with a reply
+    posts = [_post(200, 0), _post(200, 1), _post(201, 0)]
+    snapshots = []
+    for name in ("one", "many"):
+        async with open_database(tmp_path / f"{name}.db") as db:
+            files = ImageFiles(tmp_path / name)
+            checked = [
+                (post, await check_fetched_image(post, data, limits=LIMITS), data)
+                for post, data in zip(posts, images, strict=True)
+            ]
+            stored = await store_checked_posts(db, files, checked)
+            messages = [
+                TaggedMessage(
+                    "200",
+                    "42",
+                    "9",
+                    "7",
+                    [TaggedImage(0, stored[0].post_id, True), TaggedImage(1, stored[1].post_id)],
+                ),
+                TaggedMessage("201", "42", "9", "8", [TaggedImage(0, stored[2].post_id)], "777"),
+            ]
+            predicted = [
+                (stored[0], {"meme": 0.9, "photo": 0.1}, "Person A", 0.7),
+                (stored[2], {"meme": 0.2, "photo": 0.8}, None, None),
+            ]
+            baselines = [Baselines("Person A", "Person B"), Baselines("Person B", None)]
+            authors = await get_post_authors(db, [s.post_id for s, *_ in predicted] + [10**9])
+            assert authors == {
+                stored[0].post_id: "Person A",
+                stored[2].post_id: "Person B",
+                10**9: None,
+            }
+            if name == "one":
+                for m in messages:
+                    await record_tagged_message(
+                        db,
+                        message_id=m.message_id,
+                        channel_id=m.channel_id,
+                        guild_id=m.guild_id,
+                        author_ref=m.author_ref,
+                        images=m.images,
+                        reply_id=m.reply_id,
+                    )
+                for (s, probs, guess, p), b in zip(predicted, baselines, strict=True):
+                    await insert_prediction(db, s.image_id, "v1", probs, guess, p)
+                    await insert_live_guess(
+                        db,
+                        post_id=s.post_id,
+                        guild_id="9",
+                        model_version="v1",
+                        guess=guess,
+                        guess_probability=p,
+                        author=authors[s.post_id],
+                        baselines=b,
+                    )
+            else:
+                await record_tagged_messages(
+                    db,
+                    messages,
+                    predictions=[
+                        NewPrediction(s.image_id, "v1", probs, guess, p)
+                        for s, probs, guess, p in predicted
+                    ],
+                    guesses=[
+                        LiveGuess(s.post_id, "9", "v1", guess, p, authors[s.post_id], b)
+                        for (s, _, guess, p), b in zip(predicted, baselines, strict=True)
+                    ],
+                )
+            snapshots.append(await _after_tag(db))
+    one, many = snapshots
+    assert _without_times(many) == _without_times(one)
+    assert len(many["bot_message_images"]) == 3 and len(many["live_guesses"]) == 2
+    for table, column in (("bot_messages", 5), ("predictions", 5), ("live_guesses", 8)):
+        for a, b in zip(one[table], many[table], strict=True):
+            # same text shape: "...+00:00" to the second, or "...Z" to the microsecond
+            assert len(a[column]) == len(b[column]) and a[column][-1] == b[column][-1], table
+
+
+async def test_a_live_messages_state_is_one_read_of_its_tagged_images_and_its_authors_optout(
+    tmp_path,
+):
+    async with open_database(tmp_path / "m.db") as db:
+        files = ImageFiles(tmp_path / "f")
+        post = _post(300, 2)
+        data = make_image("PNG", seed=5)
+        [stored] = await store_checked_posts(
+            db, files, [(post, await check_fetched_image(post, data, limits=LIMITS), data)]
+        )
+        state = await get_message_state(db, "300", "discord", 7)
+        assert (state.tagged, state.author_opted_out) == ([], False)
+        await record_tagged_message(
+            db,
+            message_id="300",
+            channel_id="42",
+            guild_id="9",
+            author_ref="7",
+            images=[TaggedImage(2, stored.post_id, True)],
+        )
+        await add_optout(db, "discord", 8)
+        state = await get_message_state(db, "300", "discord", 7)
+        assert (state.tagged, state.author_opted_out) == (
+            [TaggedImage(2, stored.post_id, True)],
+            False,
+        )
+        state = await get_message_state(db, "300", "discord", "8")
+        assert state.author_opted_out
+        assert (await get_message_state(db, "301", "discord", 8)).tagged == []

@@ -262,9 +262,10 @@ async def test_a_deleted_message_takes_its_posts_votes_and_unshared_files(standi
         await standin.delete_message(first)
 
         async def first_gone() -> bool:
+            # The rows go in one transaction, the released files right after it commits.
             return not await rows(
                 world, "SELECT 1 FROM posts WHERE source_id LIKE ?", (f"{first.id}:%",)
-            )
+            ) and sha_unique not in image_files(world)
 
         await until(first_gone)
         assert sorted(await rows(world, "SELECT source_id FROM posts")) == sorted(
@@ -285,7 +286,8 @@ async def test_a_deleted_message_takes_its_posts_votes_and_unshared_files(standi
         await standin.remove_messages(standin.channel, bulk)
 
         async def bulk_gone() -> bool:
-            return (await rows(world, "SELECT COUNT(*) FROM posts"))[0][0] == 1
+            posts = (await rows(world, "SELECT COUNT(*) FROM posts"))[0][0]
+            return posts == 1 and len(image_files(world)) == 1
 
         await until(bulk_gone)
         assert image_files(world) == {sha_shared}

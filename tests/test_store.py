@@ -526,3 +526,27 @@ async def test_a_task_always_reads_the_row_it_just_committed_while_others_read(d
     stop.set()
     await asyncio.gather(*background)
     assert missed == []
+
+
+async def test_resolve_person_keeps_or_changes_an_alias_as_the_config_says(db):
+    async def resolve(ref: str, display: str | None, config: dict[str, str]) -> int:
+        async with db.transaction() as conn:
+            return await people.resolve_person(conn, "discord", ref, display, config)
+
+    async def aliases() -> list[tuple]:
+        rows = await db.fetchall(
+            "SELECT a.source_ref, a.display_name, p.name FROM person_aliases a"
+            " JOIN people p ON p.id = a.person_id ORDER BY a.source_ref"
+        )
+        return [tuple(r) for r in rows]
+
+    alex = await resolve("1", "Alex", {})
+    assert await resolve("1", "Alexander", {}) == alex  # no config: the first mapping stays
+    assert await aliases() == [("1", "Alex", "Alex")]
+    named = await resolve("1", "Alex", {"1": "Person A"})  # the config names them
+    assert named != alex and await aliases() == [("1", "Alex", "Person A")]
+    assert await resolve("1", "Alex", {"1": "Person A"}) == named  # nothing changes
+    assert await resolve("1", "Al", {"1": "Person A"}) == named  # a new display name is kept
+    assert await aliases() == [("1", "Al", "Person A")]
+    assert await resolve("2", "Al", {"2": "Person A"}) == named  # [people] merges two ids
+    assert await aliases() == [("1", "Al", "Person A"), ("2", "Al", "Person A")]

@@ -6,7 +6,7 @@ downloader, predicts it, stores it (the same checks and rows as ingest, committe
 then shows the tags: a tag shown is a post committed. The workers' checked images are
 committed together (``bot.batching``): one image at rest alone and at once, a burst's images
 several per transaction. The prediction log, the live sender guess and the message -> images
-links are written after the tag.
+links are written after the tag, in one transaction for the messages tagged meanwhile.
 """
 
 from __future__ import annotations
@@ -42,19 +42,19 @@ from memetag.services.media import (
 )
 from store.queries.admin import list_channel_settings, list_guild_thresholds
 from store.queries.bot import (
+    LiveGuess,
     TaggedImage,
-    get_post_author,
+    TaggedMessage,
+    get_message_state,
+    get_post_authors,
     get_reply_id,
-    insert_live_guess,
     list_bot_channels,
     list_tagged_image_ids,
-    list_tagged_images,
-    record_tagged_message,
+    record_tagged_messages,
     sync_config_channels,
 )
-from store.queries.predictions import insert_prediction
-from store.queries.privacy import forget_message, is_opted_out
-from store.rows import NewPost
+from store.queries.privacy import forget_message
+from store.rows import NewPost, NewPrediction
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,15 @@ class TagOutcome:
     stored: StoredPost | None = None
     result: object | None = None  # classifier.predictor.Result
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class _Record:
+    """What is written of one tagged message after its tag (``Tagging._write_records``)."""
+
+    message: TaggedMessage
+    predicted: Sequence[TagOutcome]  # its stored images that the model predicted
+    posted_at: datetime
 
 
 @dataclass
@@ -189,6 +198,13 @@ class Tagging(commands.Cog):
             key=lambda item: (item[0].source, item[0].source_id),
             name="memetag-commit",
         )
+        # What is written after the tag, of the messages tagged meanwhile: one transaction.
+        self.records: Batcher[_Record, None] = Batcher(
+            self._write_records,
+            max_items=_COMMIT_AT_MOST,
+            key=lambda record: record.message.message_id,
+            name="memetag-record",
+        )
         self.emojis = label_emoji(deps.cfg)
         self.modes: dict[str, str] = dict(cfg.channels)
         self.disabled: set[str] = set()  # channels an admin switched off (/tagger channel)
@@ -215,12 +231,14 @@ class Tagging(commands.Cog):
         self.model_poll.cancel()
         await self.queue.close(0)
         await self.commits.close()
+        await self.records.close()
 
     async def drain(self, timeout: float) -> bool:
         """Stop taking messages and finish the queued ones within ``timeout`` seconds."""
         self.model_poll.cancel()
         drained = await self.queue.close(timeout)
         await self.commits.close()
+        await self.records.close()
         return drained
 
     async def reload_channels(self) -> None:
@@ -315,12 +333,13 @@ class Tagging(commands.Cog):
         started = time.perf_counter()
         self.stats.messages += 1
         db = self.deps.db
-        done = {image.position for image in await list_tagged_images(db, str(message.id))}
+        state = await get_message_state(db, str(message.id), DISCORD_SOURCE, message.author.id)
+        done = {image.position for image in state.tagged}
         refs = [r for r in refs if r.position not in done]
         if not refs or message.id in self._deleted:
             return
         # A member who opted out (/tagger optout): nothing of theirs is downloaded or stored.
-        if await is_opted_out(db, DISCORD_SOURCE, message.author.id):
+        if state.author_opted_out:
             return
         outcomes = await asyncio.gather(*(self._one(message, ref) for ref in refs))
         for outcome in outcomes:
@@ -490,44 +509,56 @@ class Tagging(commands.Cog):
     async def _record(
         self, message: discord.Message, stored: Sequence[TagOutcome], reply_id: str | None
     ) -> None:
-        """The slow part, after the tag: links, prediction log and live sender guesses."""
-        db = self.deps.db
-        guild_id = str(message.guild.id) if message.guild else None
-        await record_tagged_message(
-            db,
+        """The slow part, after the tag: links, prediction log and live sender guesses, written
+        with those of the other messages tagged meanwhile."""
+        tagged = TaggedMessage(
             message_id=str(message.id),
             channel_id=str(message.channel.id),
-            guild_id=guild_id,
+            guild_id=str(message.guild.id) if message.guild else None,
             author_ref=str(message.author.id),
             images=[TaggedImage(o.ref.position, o.stored.post_id, o.ref.spoiler) for o in stored],
             reply_id=reply_id,
         )
-        for outcome in stored:
-            result = outcome.result
-            if result is None:
-                continue
-            await insert_prediction(
-                db,
-                outcome.stored.image_id,
-                result.model_version,
-                result.labels,
-                result.sender,
-                result.sender_probability,
-            )
-            post_id = outcome.stored.post_id
-            author = await get_post_author(db, post_id)
-            now = datetime.now(UTC)
-            await insert_live_guess(
-                db,
-                post_id=post_id,
-                guild_id=guild_id,
-                model_version=result.model_version,
-                guess=result.sender,
-                guess_probability=result.sender_probability,
-                author=author,
-                baselines=await self.baselines.guess(post_id, author, message.created_at, now),
-                now=now,
-            )
+        predicted = [o for o in stored if o.result is not None]
+        await self.records.submit(_Record(tagged, predicted, message.created_at))
+
+    async def _write_records(self, records: list[_Record]) -> list[None]:
+        db = self.deps.db
+        post_ids = [o.stored.post_id for record in records for o in record.predicted]
+        authors = await get_post_authors(db, post_ids) if post_ids else {}
+        now = datetime.now(UTC)
+        predictions: list[NewPrediction] = []
+        guesses: list[LiveGuess] = []
+        for record in records:
+            for outcome in record.predicted:
+                result, post_id = outcome.result, outcome.stored.post_id
+                author = authors.get(post_id)
+                predictions.append(
+                    NewPrediction(
+                        outcome.stored.image_id,
+                        result.model_version,
+                        result.labels,
+                        result.sender,
+                        result.sender_probability,
+                    )
+                )
+                guesses.append(
+                    LiveGuess(
+                        post_id=post_id,
+                        guild_id=record.message.guild_id,
+                        model_version=result.model_version,
+                        guess=result.sender,
+                        guess_probability=result.sender_probability,
+                        author=author,
+                        baselines=await self.baselines.guess(
+                            post_id, author, record.posted_at, now
+                        ),
+                    )
+                )
+        await record_tagged_messages(
+            db, [r.message for r in records], predictions=predictions, guesses=guesses, now=now
+        )
+        return [None] * len(records)
 
 
 def decide_labels(result, overrides: dict[str, float], predictor):

@@ -15,19 +15,18 @@ async def _ensure_person(conn: aiosqlite.Connection, name: str) -> int:
         "INSERT INTO people (name, created_at) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
         (name, utcnow()),
     )
-    async with conn.execute("SELECT id FROM people WHERE name = ?", (name,)) as cur:
-        row = await cur.fetchone()
-    return int(row[0])
+    rows = await conn.execute_fetchall("SELECT id FROM people WHERE name = ?", (name,))
+    return int(rows[0][0])
 
 
 async def _name_taken(conn: aiosqlite.Connection, name: str, source: str, ref: str) -> bool:
     """Whether ``name`` already belongs to someone known under another alias."""
-    async with conn.execute(
+    rows = await conn.execute_fetchall(
         "SELECT 1 FROM people p JOIN person_aliases a ON a.person_id = p.id"
         " WHERE p.name = ? AND NOT (a.source = ? AND a.source_ref = ?) LIMIT 1",
         (name, source, ref),
-    ) as cur:
-        return await cur.fetchone() is not None
+    )
+    return bool(rows)
 
 
 async def resolve_person(
@@ -43,13 +42,17 @@ async def resolve_person(
     An alias already mapped keeps its person unless the config now names someone else.
     """
     wanted = overrides.get(source_ref)
-    async with conn.execute(
-        "SELECT person_id FROM person_aliases WHERE source = ? AND source_ref = ?",
+    # One job on the connection's thread a statement (execute_fetchall, not a cursor): the bot
+    # resolves its posts' authors in every commit.
+    rows = await conn.execute_fetchall(
+        "SELECT a.person_id, p.name, a.display_name FROM person_aliases a"
+        " LEFT JOIN people p ON p.id = a.person_id WHERE a.source = ? AND a.source_ref = ?",
         (source, source_ref),
-    ) as cur:
-        row = await cur.fetchone()
-    if row is not None and wanted is None:
-        return int(row[0])
+    )
+    if rows:
+        person_id, name, known_display = rows[0]
+        if wanted is None or (name == wanted and known_display == display_name):
+            return int(person_id)  # the config's name, mapped as it is: nothing to change
     name = wanted or display_name or source_ref
     if wanted is None and name != source_ref and await _name_taken(conn, name, source, source_ref):
         # Two accounts that merely share a display name (two "Alex", every "Deleted User") are

@@ -41,13 +41,13 @@ async def _rows_by_source_id(
     found: dict[str, tuple] = {}
     for i in range(0, len(source_ids), _IN_CHUNK):
         chunk = source_ids[i : i + _IN_CHUNK]
-        async with conn.execute(
+        rows = await conn.execute_fetchall(
             "SELECT source_id, id, reaction_count, author_id, posted_at, image_id FROM posts"
             f" WHERE source = ? AND source_id IN ({','.join('?' * len(chunk))})",
             (source, *chunk),
-        ) as cur:
-            for row in await cur.fetchall():
-                found[row[0]] = tuple(row[1:])
+        )
+        for row in rows:
+            found[row[0]] = tuple(row[1:])
     return found
 
 
@@ -324,12 +324,12 @@ async def _image_ids(conn: aiosqlite.Connection, hashes: Sequence[str]) -> dict[
     found: dict[str, int] = {}
     for i in range(0, len(hashes), _IN_CHUNK):
         chunk = hashes[i : i + _IN_CHUNK]
-        async with conn.execute(
+        rows = await conn.execute_fetchall(
             f"SELECT sha256, id FROM images WHERE sha256 IN ({','.join('?' * len(chunk))})",
             chunk,
-        ) as cur:
-            for row in await cur.fetchall():
-                found[row[0]] = row[1]
+        )
+        for row in rows:
+            found[row[0]] = row[1]
     return found
 
 

@@ -12,7 +12,10 @@ and when the bot answered a heartbeat the gateway asked for.
     against ``Predictor.predict_files`` on the same images (run just before and just after the
     burst), and the gateway's heartbeat requests (op 1, every 250 ms) answered during the burst.
     ``--rounds`` bursts (new images each) alternate with ``predict_files`` runs; the round with
-    the median ratio is reported, and every round is kept in the JSON.
+    the median ratio is reported, and every round is kept in the JSON. A round during which
+    the hypervisor took more than ``--max-steal`` of a core (``/proc/stat`` steal, from its
+    ``predict_files`` run before to the one after) is not counted and another is run in its
+    place, at most ``--rounds`` more; it stays in the JSON with ``counted: false``.
 
 Run: ``.venv/bin/python bench/bot.py`` (writes bench/results/bot.json). ``--quick`` runs a few
 posts with the tiny random-init test model (tests/test_bench_bot.py) to prove the script works.
@@ -328,6 +331,10 @@ def _busy_cores() -> tuple[float, float, float]:
     return busy, _own_cpu_s(), steal
 
 
+def _clock_and_steal() -> tuple[float, float]:
+    return time.perf_counter(), _busy_cores()[2]
+
+
 def _own_cpu_s() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
     return own.ru_utime + own.ru_stime
@@ -344,7 +351,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     warm = make_jpegs(args.warmup, size, rng)
     single = make_jpegs(args.posts, size, rng)
-    bursts = [make_jpegs(args.burst, size, rng) for _ in range(args.rounds)]
+    # New images for every round, and for as many rounds again (see --max-steal).
+    bursts = [make_jpegs(args.burst, size, rng) for _ in range(2 * args.rounds)]
     generated_s = time.perf_counter() - t0
 
     async with RemoteStandin.start(
@@ -399,6 +407,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "posts": args.posts,
         "burst": args.burst,
         "rounds": args.rounds,
+        "max_steal": args.max_steal,
         "label_mode": args.label_mode,
         "warmup_posts": args.warmup,
         "image": f"{size[0]}x{size[1]} JPEG q88 (landscape/portrait), "
@@ -479,6 +488,7 @@ async def _measure(
         tag_s.append(seen["tag_s"])
         if seen["download_s"] is not None:
             to_download_s.append(seen["download_s"])
+    at_rest = time.perf_counter() - wall0, _busy_cores()[2] - steal0
     single_predict_s = list(tagging.stats.predict_s)[predict_mark:]
     single_store_s = list(tagging.stats.store_s)[store_mark:]
 
@@ -487,21 +497,33 @@ async def _measure(
     # the machine's speed hits both sides of its ratio alike. The round with the median ratio
     # is reported, every round is kept.
     dropped0 = tagging.queue.stats.dropped
+    # (time, steal seconds) before predict_files run 0, then after every burst and every run:
+    # round r spans marks[2r] (before the run ahead of it) to marks[2r + 3] (after the next).
+    marks = [_clock_and_steal()]
     files = [await _files_rate(bare, bursts[0])]
-    rounds = []
-    for r, images in enumerate(bursts):
-        rounds.append(await _burst_round(standin, client, tagging, r, images, timeout, settle))
+    marks.append(_clock_and_steal())
+    rounds: list[dict[str, Any]] = []
+    while sum(one["counted"] for one in rounds) < args.rounds and len(rounds) < len(bursts):
+        r = len(rounds)
+        images = bursts[r]
+        one = await _burst_round(standin, client, tagging, r, images, timeout, settle)
+        marks.append(_clock_and_steal())
         files.append(await _files_rate(bare, images))
-    busy1, own1, steal1 = _busy_cores()
-    own1 += await standin.call("cpu_s")
-    wall = time.perf_counter() - wall0
-    for r, one in enumerate(rounds):
+        marks.append(_clock_and_steal())
         (before, before_cpu), (after, after_cpu) = files[r], files[r + 1]
         one["predict_files_images_per_s"] = statistics.mean([before, after])
         one["predict_files_runs"] = [before, after]
         one["ratio"] = one["images_per_s"] / one["predict_files_images_per_s"]
         one["cpu_ms_per_image"]["predict_files"] = _mean_breakdown([before_cpu, after_cpu])
-    median = sorted(rounds, key=lambda one: one["ratio"])[(len(rounds) - 1) // 2]
+        (start, stolen_start), (end, stolen_end) = marks[2 * r], marks[2 * r + 3]
+        one["steal_cores"] = round((stolen_end - stolen_start) / (end - start), 3)
+        one["counted"] = one["steal_cores"] <= args.max_steal
+        rounds.append(one)
+    busy1, own1, steal1 = _busy_cores()
+    own1 += await standin.call("cpu_s")
+    wall = time.perf_counter() - wall0
+    counted, noisy = counted_rounds(rounds)
+    median = sorted(counted, key=lambda one: one["ratio"])[(len(counted) - 1) // 2]
     heartbeats = [one["heartbeat_ms_max"] for one in rounds]
 
     tag = _ms(tag_s)
@@ -518,7 +540,12 @@ async def _measure(
             # The median round's figures (by ratio); heartbeats and drops over every round.
             **{k: median[k] for k in _BURST_KEYS},
             "round": median["round"],
-            "rounds_ratio": [one["ratio"] for one in rounds],
+            "rounds_ratio": [one["ratio"] for one in counted],
+            # rounds run but left out (steal over --max-steal), and the steal of every round
+            # run, in cores; noisy: no round was under the limit, so every round is counted
+            "rounds_not_counted": len(rounds) - len(counted),
+            "rounds_steal_cores": [one["steal_cores"] for one in rounds],
+            "noisy": noisy,
             "heartbeat_ms_max": None if None in heartbeats else max(heartbeats),
             "dropped": tagging.queue.stats.dropped - dropped0,
             "commits": {"runs": tagging.commits.runs, "images": tagging.commits.items},
@@ -536,6 +563,7 @@ async def _measure(
             "background_busy_cores": round(max(0.0, ((busy1 - busy0) - (own1 - own0)) / wall), 2),
             # Cores' worth of time the hypervisor gave to other machines (steal): > 0 is noise.
             "steal_cores": round((steal1 - steal0) / wall, 2),
+            "steal_cores_at_rest": round(at_rest[1] / at_rest[0], 2),  # during (a) only
         },
         "targets": dict(TARGETS),
         "method": {
@@ -550,7 +578,10 @@ async def _measure(
             "burst.predict_files_images_per_s": "Predictor.predict_files on the same kind of "
             "bytes, mean of the run just before and the run just after the burst",
             "burst.rounds": "bursts alternating with predict_files runs; burst.* are the round "
-            "with the median ratio (burst.round), burst.rounds every round",
+            "with the median ratio (burst.round) among the counted rounds, burst.rounds every "
+            "round run. A round whose steal (from the start of the predict_files run before it "
+            "to the end of the one after) is over --max-steal cores is not counted and one "
+            "more is run, up to twice --rounds in all",
             "burst.heartbeat_ms_max": "the stand-in asks for a heartbeat (op 1) every 250 ms: "
             "request written -> heartbeat read, worst during the burst",
             "standin": "the stand-in Discord runs in a child process (memetag.standin.process), "
@@ -595,6 +626,13 @@ _BURST_KEYS = (
     "cpu_s",
     "cpu_ms_per_image",
 )
+
+
+def counted_rounds(rounds: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+    """The rounds the reported median is taken over: those under the steal limit, or every
+    round (and True: the figures are noisy) when none was."""
+    counted = [one for one in rounds if one["counted"]]
+    return (counted, False) if counted else (list(rounds), True)
 
 
 async def _burst_round(
@@ -757,6 +795,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the label head: one label an image (default) or random multi-label heads that "
         "emit several (react mode: up to [bot] max_reactions PUTs an image)",
     )
+    parser.add_argument(
+        "--max-steal",
+        type=float,
+        default=0.1,
+        help="a burst round during which the hypervisor took more than this many cores "
+        "(steal) is not counted, and another is run in its place (at most --rounds more)",
+    )
     parser.add_argument("--warmup", type=int, help="posts before measuring (default 5; quick 1)")
     parser.add_argument("--workers", type=int, help="[bot] workers (default: the config's)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
@@ -819,7 +864,11 @@ def _print_table(r: dict[str, Any]) -> None:
     )
     hb = b["heartbeat_ms_max"]
     ratios = ", ".join(f"{x:.2f}" for x in b["rounds_ratio"])
-    print(f"burst rounds' ratios: {ratios}; the median round ({b['round']}):")
+    skipped = b["rounds_not_counted"]
+    noisy = f" ({skipped} more not counted: steal over the limit)" if skipped else ""
+    if b["noisy"]:
+        noisy = " (NOISY: every round lost more than --max-steal cores to the hypervisor)"
+    print(f"burst rounds' ratios: {ratios}{noisy}; the median round ({b['round']}):")
     print(
         f"burst of {b['images']}: {b['images_per_s']:.1f} images/s vs predict_files "
         f"{b['predict_files_images_per_s']:.1f} ({b['ratio']:.2f}x); heartbeat answered in at most "

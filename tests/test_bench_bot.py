@@ -33,7 +33,10 @@ def test_quick_run_writes_the_keys_with_positive_numbers(tmp_path):
     threads = torch.get_num_threads()
     try:
         # In this process (torch and discord.py are imported once); it runs a real bot.
-        assert bench.main(["--quick", "--mode", "reply", "--rounds", "2", "--out", str(out)]) == 0
+        # --max-steal -1: no round counts, so another is run in its place (at most as many
+        # again), and all of them are reported as noisy.
+        args = ["--quick", "--mode", "reply", "--rounds", "1", "--max-steal", "-1"]
+        assert bench.main([*args, "--out", str(out)]) == 0
     finally:
         torch.set_num_threads(threads)
     result = json.loads(out.read_text())
@@ -55,6 +58,8 @@ def test_quick_run_writes_the_keys_with_positive_numbers(tmp_path):
     assert burst["ratio"] == burst["images_per_s"] / burst["predict_files_images_per_s"]
     # Two bursts, each between two predict_files runs; the reported one is the lower-median.
     assert [one["round"] for one in burst["rounds"]] == [0, 1]
+    assert [one["counted"] for one in burst["rounds"]] == [False, False] and burst["noisy"]
+    assert burst["rounds_not_counted"] == 0 and len(burst["rounds_steal_cores"]) == 2
     assert burst["rounds_ratio"] == [one["ratio"] for one in burst["rounds"]]
     assert burst["ratio"] == min(burst["rounds_ratio"])
     assert (
@@ -73,3 +78,16 @@ def test_quick_run_writes_the_keys_with_positive_numbers(tmp_path):
     assert result["machine"]["torch_threads"] == 2
     assert result["settings"]["mode"] == "reply"
     assert "bench/bot.py --quick" in result["command"]
+
+
+def test_rounds_over_the_steal_limit_are_left_out_of_the_median():
+    bench = _load_bench()
+    rounds = [
+        {"round": 0, "counted": True},
+        {"round": 1, "counted": False},
+        {"round": 2, "counted": True},
+    ]
+    counted, noisy = bench.counted_rounds(rounds)
+    assert [one["round"] for one in counted] == [0, 2] and not noisy
+    counted, noisy = bench.counted_rounds([{**one, "counted": False} for one in rounds])
+    assert [one["round"] for one in counted] == [0, 1, 2] and noisy

@@ -232,15 +232,6 @@ async def get_reply_id(db: Database, message_id: str) -> str | None:
     return row["reply_id"] if row else None
 
 
-async def list_tagged_images(db: Database, message_id: str) -> list[TaggedImage]:
-    rows = await db.fetchall(
-        "SELECT position, post_id, spoiler FROM bot_message_images WHERE message_id = ?"
-        " ORDER BY position",
-        (message_id,),
-    )
-    return [TaggedImage(r["position"], r["post_id"], bool(r["spoiler"])) for r in rows]
-
-
 async def list_tagged_image_ids(db: Database, message_id: str) -> set[int]:
     """The stored images already tagged in a message (reposts inside it are shown once)."""
     rows = await db.fetchall(
@@ -288,17 +279,9 @@ async def _top_author(db: Database, exclude_post: int, since: str | None) -> str
     return row[0] if row else None
 
 
-async def get_post_author(db: Database, post_id: int) -> str | None:
-    """The store's name for a post's author (None when the post has none)."""
-    row = await db.fetchone(
-        "SELECT pe.name FROM posts p JOIN people pe ON pe.id = p.author_id WHERE p.id = ?",
-        (post_id,),
-    )
-    return row[0] if row else None
-
-
 async def get_post_authors(db: Database, post_ids: Sequence[int]) -> dict[int, str | None]:
-    """:func:`get_post_author` for many posts in one read per 500 (None: no author)."""
+    """The store's name for each post's author (None when the post has none), one read per
+    500 posts."""
     ids = sorted(set(post_ids))
     found: dict[int, str | None] = dict.fromkeys(ids)
     for start in range(0, len(ids), _IN_CHUNK):

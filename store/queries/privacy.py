@@ -65,14 +65,6 @@ class MemberData:
 # -- opt-outs -----------------------------------------------------------------------------------
 
 
-async def is_opted_out(db: Database, author_source: str, author_ref: int | str) -> bool:
-    row = await db.fetchone(
-        "SELECT 1 FROM optouts WHERE author_source = ? AND author_ref = ?",
-        (author_source, str(author_ref)),
-    )
-    return row is not None
-
-
 async def list_opted_out(
     db: Database, author_source: str, author_refs: Iterable[int | str]
 ) -> set[str]:

@@ -514,6 +514,8 @@ async def _measure(
         one["predict_files_images_per_s"] = statistics.mean([before, after])
         one["predict_files_runs"] = [before, after]
         one["ratio"] = one["images_per_s"] / one["predict_files_images_per_s"]
+        steady = one["steady_images_per_s"]
+        one["steady_ratio"] = steady / one["predict_files_images_per_s"] if steady else None
         one["cpu_ms_per_image"]["predict_files"] = _mean_breakdown([before_cpu, after_cpu])
         (start, stolen_start), (end, stolen_end) = marks[2 * r], marks[2 * r + 3]
         one["steal_cores"] = round((stolen_end - stolen_start) / (end - start), 3)
@@ -575,6 +577,9 @@ async def _measure(
             "predict_in_bot / store_in_bot: the tagging cog's own timings",
             "burst.images_per_s": "images / (last first-tag received - first MESSAGE_CREATE "
             "written); all posted at once",
+            "burst.steady_images_per_s": "images / s between the 10th and the 90th percentile "
+            "tag of the burst (without the pipeline filling and draining); steady_ratio: that "
+            "against the same predict_files rate. first_tag_s: first MESSAGE_CREATE -> first tag",
             "burst.predict_files_images_per_s": "Predictor.predict_files on the same kind of "
             "bytes, mean of the run just before and the run just after the burst",
             "burst.rounds": "bursts alternating with predict_files runs; burst.* are the round "
@@ -614,6 +619,9 @@ _BURST_KEYS = (
     "predict_files_images_per_s",
     "predict_files_runs",
     "ratio",
+    "steady_images_per_s",
+    "steady_ratio",
+    "first_tag_s",
     "heartbeat_ms_p50",
     "heartbeat_requests",
     "heartbeat_unanswered",
@@ -675,6 +683,11 @@ async def _burst_round(
     first_sent = min(seen["sent"])
     last_tag = max(seen["tagged"])
     burst_tag_s = [t - s for s, t in zip(seen["sent"], seen["tagged"], strict=True)]
+    # The rate between the tenth and the ninetieth percentile tag: the burst without the
+    # pipeline filling up (download, decode, first batch) and draining (the last commits).
+    tags = sorted(seen["tagged"])
+    low, high = len(tags) // 10, len(tags) - 1 - len(tags) // 10
+    steady = (high - low) / (tags[high] - tags[low]) if tags[high] > tags[low] else None
     # Requests in flight at any time between the first MESSAGE_CREATE and the last tag.
     probes = seen["probes"]
     during = [p for p in probes if p[0] <= last_tag and (p[1] is None or p[0] + p[1] >= first_sent)]
@@ -686,6 +699,8 @@ async def _burst_round(
         "round": r,
         "images": images,
         "images_per_s": images / (last_tag - first_sent),
+        "steady_images_per_s": steady,
+        "first_tag_s": tags[0] - first_sent,
         "heartbeat_ms_max": max(answered) * 1000.0
         if len(answered) == len(during) and during
         else None,
@@ -875,6 +890,11 @@ def _print_table(r: dict[str, Any]) -> None:
         f"{'n/a' if hb is None else f'{hb:.0f} ms'} (all rounds; {b['heartbeat_requests']} "
         f"requests in this one); dropped {b['dropped']}"
     )
+    if b["steady_ratio"] is not None:
+        print(
+            f"  between the 10th and 90th percentile tags: {b['steady_images_per_s']:.1f} "
+            f"images/s ({b['steady_ratio']:.2f}x); first tag after {b['first_tag_s'] * 1000:.0f} ms"
+        )
     for side, groups in b["cpu_ms_per_image"].items():
         total = sum(groups.values())
         parts = ", ".join(f"{k} {v:.1f}" for k, v in groups.items())

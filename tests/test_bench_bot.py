@@ -56,6 +56,10 @@ def test_quick_run_writes_the_keys_with_positive_numbers(tmp_path):
         assert _positive(burst[key]), key
     assert burst["heartbeat_requests"] >= 1 and burst["heartbeat_unanswered"] == 0
     assert burst["ratio"] == burst["images_per_s"] / burst["predict_files_images_per_s"]
+    assert _positive(burst["steady_images_per_s"]) and _positive(burst["first_tag_s"])
+    assert burst["steady_ratio"] == (
+        burst["steady_images_per_s"] / burst["predict_files_images_per_s"]
+    )
     # Two bursts, each between two predict_files runs; the reported one is the lower-median.
     assert [one["round"] for one in burst["rounds"]] == [0, 1]
     assert [one["counted"] for one in burst["rounds"]] == [False, False] and burst["noisy"]

@@ -409,6 +409,41 @@ async def test_an_edit_that_adds_an_image_tags_only_the_new_one(standin, tmp_pat
         assert len(standin.requests_to("PATCH", "/channels/*/messages/*")) == 1
 
 
+async def test_an_edit_after_a_restart_rewrites_the_one_reply_and_keeps_the_correction(
+    standin, tmp_path
+):
+    from bot.render import CHECK
+
+    data = tmp_path / "data"
+    async with bot_world(standin, data, mode="reply") as world:
+        message = await standin.post_message(
+            standin.channel, world.members[0], "here", attachments=[("a.jpg", jpeg(52))]
+        )
+        await world.settle()
+        [reply] = standin.bot_messages(standin.channel)
+        await standin.add_reaction(world.members[1], message, "😂")  # a vote for meme
+        await world.until(lambda: reply.content.endswith(CHECK))
+        assert "\n" not in reply.content
+    # A fresh bot process on the same store: the client has never seen the message.
+    async with bot_world(standin, data, mode="reply", model=False) as world:
+        await standin.edit_message(
+            message, "here, and this", embeds=[standin.image_embed(jpeg(53))]
+        )
+        await world.until(lambda: "\n2. " in reply.content)
+        await world.settle()
+        # The one reply lists both images and still shows the members' correction.
+        assert standin.bot_messages(standin.channel) == [reply]
+        assert len(standin.requests_to("POST", "/channels/*/messages")) == 1
+        first, second = reply.content.removesuffix(CHECK).strip().split("\n")
+        assert first.startswith("1. ") and "meme" in first and second.startswith("2. ")
+        assert reply.content.endswith(CHECK)
+        assert await rows(
+            world,
+            "SELECT position, reply_id FROM bot_message_images JOIN bot_messages"
+            " USING (message_id) ORDER BY position",
+        ) == [(0, str(reply.id)), (1, str(reply.id))]
+
+
 async def test_rate_limited_reactions_are_retried_after_retry_after(standin, tmp_path):
     async with bot_world(standin, tmp_path / "data", mode="react", max_reactions=1) as world:
         standin.rate_limit("PUT", "/channels/*/messages/*/reactions/*", retry_after=0.2, times=2)

@@ -292,8 +292,14 @@ class Corrections(commands.Cog, name=HANDLER_COG):
             )
         return out
 
-    async def refresh_reply(self, tagged: votes.TaggedMessage) -> None:
-        """Rewrite the bot's reply (if it made one) with the current tags and a ✓."""
+    async def refresh_reply(
+        self, tagged: votes.TaggedMessage, *, corrected: bool | None = True
+    ) -> None:
+        """Rewrite the bot's reply (if it made one) with the current tags and a ✓.
+
+        ``corrected=None``: the ✓ only if members voted on one of its images (the tagging cog
+        rewrites a reply this way when an edit adds an image).
+        """
         if tagged.reply_id is None:
             return
         # Rendered and sent under one lock per reply, so the last edit shows the newest votes.
@@ -305,8 +311,10 @@ class Corrections(commands.Cog, name=HANDLER_COG):
                 return
             if not tags:
                 return
+            if corrected is None:
+                corrected = any(net for t in tags for net in t.net.values())
             text = render.reply_text(
-                [t.shown(self._emojis, self._with_sender) for t in tags], corrected=True
+                [t.shown(self._emojis, self._with_sender) for t in tags], corrected=corrected
             )
             if self._last_reply.get(tagged.reply_id) == text:
                 return

@@ -30,7 +30,7 @@ from bot.deps import Deps
 from bot.labels import decide
 from bot.queue import WorkQueue
 from bot.render import ShownImage, label_emoji, reaction_emojis, reply_text
-from bot.views import build_reply_view
+from bot.views import HANDLER_COG, build_reply_view
 from ingest.errors import IngestError
 from memetag.services.media import (
     DISCORD_SOURCE,
@@ -54,6 +54,7 @@ from store.queries.bot import (
     sync_config_channels,
 )
 from store.queries.privacy import forget_message
+from store.queries.votes import get_tagged_message
 from store.rows import NewPost, NewPrediction
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ _REMEMBERED = 20_000  # (message, position) pairs remembered as taken, and delet
 _TIMINGS = 10_000
 _COMMIT_AT_MOST = 64  # checked images committed in one go
 _USER_MESSAGES = (discord.MessageType.default, discord.MessageType.reply)
+_REPLIES_REMEMBERED = 1000  # messages whose reply id is kept in memory
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,8 @@ class Tagging(commands.Cog):
         self.baselines = BaselineTally(deps.db)
         self._taken = _Remembered(_REMEMBERED)
         self._deleted = _Remembered(_REMEMBERED)
-        self._shown: OrderedDict[int, list[ShownImage]] = OrderedDict()  # message -> its reply
+        # message -> the reply made to it by this process (its row may not be written yet)
+        self._replies: OrderedDict[int, str] = OrderedDict()
         self._forbidden_logged: set[int] = set()
         self.model_poll.change_interval(seconds=cfg.model_poll_s)
 
@@ -364,14 +367,26 @@ class Tagging(commands.Cog):
                 seen_images.add(outcome.stored.image_id)
                 shown.append(outcome)
         reply_id: str | None = None
+        recorded = False
         predicted = [o for o in shown if o.result is not None]
         if message.id in self._deleted:
             self.stats.deleted_before_tag += 1
             log.info("message %s was deleted before it was tagged", message.id)
+        elif (
+            predicted and mode == "reply" and (earlier := await self._earlier_reply(message, done))
+        ):
+            # An edit added images to a message the bot replied to (in this process or before a
+            # restart): its one reply is rewritten from the store, with every image and the
+            # members' corrections, so the new images are recorded first.
+            await self._record(message, stored, earlier)
+            recorded = True
+            if await self._rewrite_reply(message):
+                self.stats.tags_shown += 1
+                self.stats.tag_s.append(time.perf_counter() - started)
         elif predicted and mode != "silent":
             reply_id = await self._show(message, predicted, mode)
             self.stats.tag_s.append(time.perf_counter() - started)
-        if message.id not in self._deleted:
+        if message.id not in self._deleted and not recorded:
             await self._record(message, stored, reply_id)
         if message.id in self._deleted:
             # Deleted while its images were being stored: they go with it (bot.cogs.privacy
@@ -467,25 +482,16 @@ class Tagging(commands.Cog):
                 self.stats.tags_shown += 1
                 return None
             items = [self._shown_image(o) for o in outcomes]
-            earlier = self._shown.get(message.id)
-            reply_id = await get_reply_id(self.deps.db, str(message.id)) if earlier else None
-            if earlier is not None and reply_id is not None:
-                items = earlier + items
-                await message.channel.get_partial_message(int(reply_id)).edit(
-                    content=reply_text(items), allowed_mentions=discord.AllowedMentions.none()
-                )
-            else:
-                reply = await message.reply(
-                    reply_text(items),
-                    mention_author=False,
-                    allowed_mentions=discord.AllowedMentions.none(),
-                    view=build_reply_view(message.id),  # "Tags are right" and "Fix tags"
-                )
-                reply_id = str(reply.id)
-            self._shown[message.id] = items
-            self._shown.move_to_end(message.id)
-            while len(self._shown) > 1000:
-                self._shown.popitem(last=False)
+            reply = await message.reply(
+                reply_text(items),
+                mention_author=False,
+                allowed_mentions=discord.AllowedMentions.none(),
+                view=build_reply_view(message.id),  # "Tags are right" and "Fix tags"
+            )
+            reply_id = str(reply.id)
+            self._replies[message.id] = reply_id
+            while len(self._replies) > _REPLIES_REMEMBERED:
+                self._replies.popitem(last=False)
             self.stats.tags_shown += 1
             return reply_id
         except discord.NotFound:
@@ -505,6 +511,23 @@ class Tagging(commands.Cog):
         except discord.HTTPException as exc:
             log.warning("could not tag message %s: %s %s", message.id, exc.status, exc.text)
         return None
+
+    async def _earlier_reply(self, message: discord.Message, done: set[int]) -> str | None:
+        """The reply the bot already made to this message, if it made one."""
+        if message.id in self._replies:
+            return self._replies[message.id]
+        return await get_reply_id(self.deps.db, str(message.id)) if done else None
+
+    async def _rewrite_reply(self, message: discord.Message) -> bool:
+        """Rewrite the message's reply from the store (``bot.cogs.corrections``, which also
+        shows the members' corrections); False when there is nothing to rewrite it with."""
+        corrections = self.bot.get_cog(HANDLER_COG)
+        tagged = await get_tagged_message(self.deps.db, message.id)
+        if corrections is None or tagged is None:
+            log.warning("message %s: its reply was not rewritten (no corrections cog)", message.id)
+            return False
+        await corrections.refresh_reply(tagged, corrected=None)
+        return True
 
     async def _record(
         self, message: discord.Message, stored: Sequence[TagOutcome], reply_id: str | None

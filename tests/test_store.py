@@ -550,3 +550,24 @@ async def test_resolve_person_keeps_or_changes_an_alias_as_the_config_says(db):
     assert await aliases() == [("1", "Al", "Person A")]
     assert await resolve("2", "Al", {"2": "Person A"}) == named  # [people] merges two ids
     assert await aliases() == [("1", "Al", "Person A"), ("2", "Al", "Person A")]
+
+
+async def test_fetch_in_chunks_runs_one_statement_per_chunk_and_keeps_every_row(db):
+    import json
+
+    from store.queries._chunks import IN_CHUNK, fetch_in_chunks
+
+    calls: list[tuple[str, tuple]] = []
+
+    async def fetch(sql: str, params: tuple) -> list[tuple]:
+        calls.append((sql, params))
+        return await db.fetchall(sql, params)
+
+    ids = list(range(2 * IN_CHUNK + 1))
+    wanted = ids[::2]  # some of every chunk, the last (one id: 2 * IN_CHUNK) included
+    rows = await fetch_in_chunks(
+        fetch, "SELECT value FROM json_each(?) WHERE value IN ({marks})", ids, (json.dumps(wanted),)
+    )
+    assert [len(params) - 1 for _, params in calls] == [IN_CHUNK, IN_CHUNK, 1]
+    assert calls[2][0].endswith("IN (?)") and calls[2][1][1:] == (2 * IN_CHUNK,)
+    assert sorted(r[0] for r in rows) == wanted

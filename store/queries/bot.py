@@ -14,13 +14,13 @@ from datetime import UTC, datetime, timedelta
 import aiosqlite
 
 from store.db import Database, utcnow
+from store.queries._chunks import fetch_in_chunks
 from store.queries._convert import to_iso
 from store.queries.predictions import write_predictions
 from store.rows import NewPrediction
 
 # The "most active recently" baseline looks this far back from the guess.
 RECENT_DAYS = 30
-_IN_CHUNK = 500  # ids per IN (...) list, well under SQLite's bound-parameter limit
 
 
 @dataclass(frozen=True)
@@ -284,14 +284,13 @@ async def get_post_authors(db: Database, post_ids: Sequence[int]) -> dict[int, s
     500 posts."""
     ids = sorted(set(post_ids))
     found: dict[int, str | None] = dict.fromkeys(ids)
-    for start in range(0, len(ids), _IN_CHUNK):
-        chunk = ids[start : start + _IN_CHUNK]
-        rows = await db.fetchall(
-            "SELECT p.id, pe.name FROM posts p JOIN people pe ON pe.id = p.author_id"
-            f" WHERE p.id IN ({','.join('?' * len(chunk))})",
-            tuple(chunk),
-        )
-        found.update((r[0], r[1]) for r in rows)
+    rows = await fetch_in_chunks(
+        db.fetchall,
+        "SELECT p.id, pe.name FROM posts p JOIN people pe ON pe.id = p.author_id"
+        " WHERE p.id IN ({marks})",
+        ids,
+    )
+    found.update((r[0], r[1]) for r in rows)
     return found
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import aiosqlite
 
 from store.db import Database, utcnow
+from store.queries._chunks import fetch_in_chunks
 from store.queries._convert import post_from_row, to_iso
 from store.queries.labels import ensure_label_ids
 from store.queries.people import resolve_person
@@ -31,38 +32,29 @@ class InsertResult:
     post_ids: list[tuple[int, bool]] = field(default_factory=list)
 
 
-_IN_CHUNK = 500  # ids per IN (...) list, well under SQLite's bound-parameter limit
-
-
 async def _rows_by_source_id(
     conn: aiosqlite.Connection, source: str, source_ids: Sequence[str]
 ) -> dict[str, tuple]:
     """source_id -> (id, reaction_count, author_id, posted_at, image_id) for those recorded."""
-    found: dict[str, tuple] = {}
-    for i in range(0, len(source_ids), _IN_CHUNK):
-        chunk = source_ids[i : i + _IN_CHUNK]
-        rows = await conn.execute_fetchall(
-            "SELECT source_id, id, reaction_count, author_id, posted_at, image_id FROM posts"
-            f" WHERE source = ? AND source_id IN ({','.join('?' * len(chunk))})",
-            (source, *chunk),
-        )
-        for row in rows:
-            found[row[0]] = tuple(row[1:])
-    return found
+    rows = await fetch_in_chunks(
+        conn.execute_fetchall,
+        "SELECT source_id, id, reaction_count, author_id, posted_at, image_id FROM posts"
+        " WHERE source = ? AND source_id IN ({marks})",
+        source_ids,
+        (source,),
+    )
+    return {row[0]: tuple(row[1:]) for row in rows}
 
 
 async def find_post_ids(db: Database, source: str, source_ids: Sequence[str]) -> dict[str, int]:
     """source_id -> post id, for those of ``source_ids`` that are recorded."""
-    found: dict[str, int] = {}
-    for i in range(0, len(source_ids), _IN_CHUNK):
-        chunk = list(source_ids[i : i + _IN_CHUNK])
-        rows = await db.fetchall(
-            "SELECT source_id, id FROM posts"
-            f" WHERE source = ? AND source_id IN ({','.join('?' * len(chunk))})",
-            (source, *chunk),
-        )
-        found.update((r[0], int(r[1])) for r in rows)
-    return found
+    rows = await fetch_in_chunks(
+        db.fetchall,
+        "SELECT source_id, id FROM posts WHERE source = ? AND source_id IN ({marks})",
+        source_ids,
+        (source,),
+    )
+    return {r[0]: int(r[1]) for r in rows}
 
 
 async def insert_posts(
@@ -321,16 +313,10 @@ _LINK_POST = (
 
 async def _image_ids(conn: aiosqlite.Connection, hashes: Sequence[str]) -> dict[str, int]:
     """sha256 -> image id, for those of ``hashes`` that have an image row."""
-    found: dict[str, int] = {}
-    for i in range(0, len(hashes), _IN_CHUNK):
-        chunk = hashes[i : i + _IN_CHUNK]
-        rows = await conn.execute_fetchall(
-            f"SELECT sha256, id FROM images WHERE sha256 IN ({','.join('?' * len(chunk))})",
-            chunk,
-        )
-        for row in rows:
-            found[row[0]] = row[1]
-    return found
+    rows = await fetch_in_chunks(
+        conn.execute_fetchall, "SELECT sha256, id FROM images WHERE sha256 IN ({marks})", hashes
+    )
+    return {row[0]: row[1] for row in rows}
 
 
 async def record_stored_many(

@@ -20,8 +20,7 @@ import aiosqlite
 
 from store.db import Database, utcnow
 from store.files import ImageFiles
-
-_CHUNK = 500  # ids per IN (...) list
+from store.queries._chunks import IN_CHUNK, fetch_in_chunks
 
 
 @dataclass(frozen=True)
@@ -70,16 +69,13 @@ async def list_opted_out(
 ) -> set[str]:
     """Which of ``author_refs`` opted out (as strings)."""
     refs = sorted({str(r) for r in author_refs})
-    found: set[str] = set()
-    for start in range(0, len(refs), _CHUNK):
-        chunk = refs[start : start + _CHUNK]
-        rows = await db.fetchall(
-            "SELECT author_ref FROM optouts WHERE author_source = ?"
-            f" AND author_ref IN ({','.join('?' * len(chunk))})",
-            (author_source, *chunk),
-        )
-        found.update(r[0] for r in rows)
-    return found
+    rows = await fetch_in_chunks(
+        db.fetchall,
+        "SELECT author_ref FROM optouts WHERE author_source = ? AND author_ref IN ({marks})",
+        refs,
+        (author_source,),
+    )
+    return {r[0] for r in rows}
 
 
 async def add_optout(db: Database, author_source: str, author_ref: int | str) -> bool:
@@ -106,24 +102,10 @@ async def remove_optout(db: Database, author_source: str, author_ref: int | str)
 # -- deleting rows, then files ------------------------------------------------------------------
 
 
-async def _chunked(
-    conn: aiosqlite.Connection, sql: str, ids: Sequence[int], params: tuple = ()
-) -> list[tuple]:
-    """Run the query ``sql`` (one ``{marks}`` placeholder) over ``ids`` in chunks; all rows."""
-    out: list[tuple] = []
-    for start in range(0, len(ids), _CHUNK):
-        chunk = list(ids[start : start + _CHUNK])
-        async with conn.execute(
-            sql.format(marks=",".join("?" * len(chunk))), (*params, *chunk)
-        ) as cur:
-            out.extend(tuple(r) for r in await cur.fetchall())
-    return out
-
-
 async def _delete_posts(conn: aiosqlite.Connection, post_ids: Sequence[int]) -> int:
     deleted = 0
-    for start in range(0, len(post_ids), _CHUNK):
-        chunk = list(post_ids[start : start + _CHUNK])
+    for start in range(0, len(post_ids), IN_CHUNK):
+        chunk = list(post_ids[start : start + IN_CHUNK])
         cur = await conn.execute(
             f"DELETE FROM posts WHERE id IN ({','.join('?' * len(chunk))})", chunk
         )
@@ -141,12 +123,16 @@ async def _release_unused_images(
         return 0, 0, []
     used = {
         r[0]
-        for r in await _chunked(
-            conn, "SELECT DISTINCT image_id FROM posts WHERE image_id IN ({marks})", ids
+        for r in await fetch_in_chunks(
+            conn.execute_fetchall,
+            "SELECT DISTINCT image_id FROM posts WHERE image_id IN ({marks})",
+            ids,
         )
     }
     unused = [i for i in ids if i not in used]
-    rows = await _chunked(conn, "SELECT id, sha256, ext FROM images WHERE id IN ({marks})", unused)
+    rows = await fetch_in_chunks(
+        conn.execute_fetchall, "SELECT id, sha256, ext FROM images WHERE id IN ({marks})", unused
+    )
     stamp = utcnow("microseconds")
     released: list[ReleasedFile] = []
     for image_id, sha256, ext in rows:
@@ -203,14 +189,10 @@ async def count_member_data(db: Database, source: str, ref: int | str, voter: st
     posts = await db.fetchall(_THEIR_POSTS, (source, source, str(ref)))
     post_ids = {r[0] for r in posts}
     image_ids = sorted({r[1] for r in posts if r[1] is not None})
-    shared: set[int] = set()
-    for start in range(0, len(image_ids), _CHUNK):
-        chunk = image_ids[start : start + _CHUNK]
-        rows = await db.fetchall(
-            f"SELECT id, image_id FROM posts WHERE image_id IN ({','.join('?' * len(chunk))})",
-            tuple(chunk),
-        )
-        shared.update(r[1] for r in rows if r[0] not in post_ids)
+    rows = await fetch_in_chunks(
+        db.fetchall, "SELECT id, image_id FROM posts WHERE image_id IN ({marks})", image_ids
+    )
+    shared = {r[1] for r in rows if r[0] not in post_ids}
     votes = await db.fetchone("SELECT COUNT(*) FROM label_votes WHERE voter = ?", (voter,))
     return MemberData(
         posts=len(post_ids),

@@ -20,8 +20,8 @@ from store.files import ImageFiles
 from store.queries.bot import (
     Baselines,
     LiveGuess,
+    NewTaggedMessage,
     TaggedImage,
-    TaggedMessage,
     get_message_state,
     get_post_authors,
     insert_live_guess,
@@ -215,14 +215,14 @@ async def test_what_is_written_after_the_tag_together_is_what_one_by_one_writes(
             ]
             stored = await store_checked_posts(db, files, checked)
             messages = [
-                TaggedMessage(
+                NewTaggedMessage(
                     "200",
                     "42",
                     "9",
                     "7",
                     [TaggedImage(0, stored[0].post_id, True), TaggedImage(1, stored[1].post_id)],
                 ),
-                TaggedMessage("201", "42", "9", "8", [TaggedImage(0, stored[2].post_id)], "777"),
+                NewTaggedMessage("201", "42", "9", "8", [TaggedImage(0, stored[2].post_id)], "777"),
             ]
             predicted = [
                 (stored[0], {"meme": 0.9, "photo": 0.1}, "Person A", 0.7),

@@ -43,8 +43,8 @@ from memetag.services.media import (
 from store.queries.admin import list_channel_settings, list_guild_thresholds
 from store.queries.bot import (
     LiveGuess,
+    NewTaggedMessage,
     TaggedImage,
-    TaggedMessage,
     get_message_state,
     get_post_authors,
     get_reply_id,
@@ -97,7 +97,7 @@ class TagOutcome:
 class _Record:
     """What is written of one tagged message after its tag (``Tagging._write_records``)."""
 
-    message: TaggedMessage
+    message: NewTaggedMessage
     predicted: Sequence[TagOutcome]  # its stored images that the model predicted
     posted_at: datetime
 
@@ -534,7 +534,7 @@ class Tagging(commands.Cog):
     ) -> None:
         """The slow part, after the tag: links, prediction log and live sender guesses, written
         with those of the other messages tagged meanwhile."""
-        tagged = TaggedMessage(
+        tagged = NewTaggedMessage(
             message_id=str(message.id),
             channel_id=str(message.channel.id),
             guild_id=str(message.guild.id) if message.guild else None,

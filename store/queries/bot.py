@@ -41,8 +41,9 @@ class TaggedImage:
 
 
 @dataclass(frozen=True)
-class TaggedMessage:
-    """A message the bot tagged, with the posts its images are (``reply_id``: its reply)."""
+class NewTaggedMessage:
+    """A message the bot tagged, to be recorded with the posts its images are (``reply_id``:
+    its reply). ``store.queries.votes.TaggedMessage`` is such a message as read back."""
 
     message_id: str
     channel_id: str
@@ -170,13 +171,13 @@ async def record_tagged_message(
     A second call for the same message (an edit added an image) adds the new positions; a
     reply id once set is kept unless a new one is given.
     """
-    message = TaggedMessage(message_id, channel_id, guild_id, author_ref, images, reply_id)
+    message = NewTaggedMessage(message_id, channel_id, guild_id, author_ref, images, reply_id)
     await record_tagged_messages(db, [message])
 
 
 async def record_tagged_messages(
     db: Database,
-    messages: Sequence[TaggedMessage],
+    messages: Sequence[NewTaggedMessage],
     *,
     predictions: Sequence[NewPrediction] = (),
     guesses: Sequence[LiveGuess] = (),
@@ -199,7 +200,7 @@ async def record_tagged_messages(
 
 
 async def _write_tagged(
-    conn: aiosqlite.Connection, messages: Sequence[TaggedMessage], now: str
+    conn: aiosqlite.Connection, messages: Sequence[NewTaggedMessage], now: str
 ) -> None:
     await conn.executemany(
         "INSERT INTO bot_messages (message_id, channel_id, guild_id, author_ref, reply_id,"

@@ -510,13 +510,14 @@ async def _measure(
         marks.append(_clock_and_steal())
         files.append(await _files_rate(bare, images))
         marks.append(_clock_and_steal())
-        (before, before_cpu), (after, after_cpu) = files[r], files[r + 1]
+        (before, before_cpu, before_fwd), (after, after_cpu, after_fwd) = files[r], files[r + 1]
         one["predict_files_images_per_s"] = statistics.mean([before, after])
         one["predict_files_runs"] = [before, after]
         one["ratio"] = one["images_per_s"] / one["predict_files_images_per_s"]
         steady = one["steady_images_per_s"]
         one["steady_ratio"] = steady / one["predict_files_images_per_s"] if steady else None
         one["cpu_ms_per_image"]["predict_files"] = _mean_breakdown([before_cpu, after_cpu])
+        one["forward"]["predict_files"] = _mean_breakdown([before_fwd, after_fwd])
         (start, stolen_start), (end, stolen_end) = marks[2 * r], marks[2 * r + 3]
         one["steal_cores"] = round((stolen_end - stolen_start) / (end - start), 3)
         one["counted"] = one["steal_cores"] <= args.max_steal
@@ -593,6 +594,12 @@ async def _measure(
             "on the same cores as the bot: its work is off the bot's event loop and GIL but "
             "still takes CPU from it (burst.cpu_s: both processes' CPU seconds in the burst)",
             "burst.commits": "the tagging cog's shared commits over the whole run: runs, images",
+            "burst.forward": "the model's forward passes during the burst (bot: from the "
+            "first MESSAGE_CREATE to the last tag) and during the predict_files runs (mean of the "
+            "two): wall ms an image, images a batch, and busy, the share of that time a forward "
+            "pass was running (Predictor.forward). busy near 1 in both: the model never waited "
+            "for inputs, and the ratio is how much slower each pass ran beside the bot's other "
+            "work on the same cores",
             "burst.cpu_ms_per_image": "each thread's CPU time (/proc/self/task) over the burst "
             "(until its last image was stored) or over a predict_files run, per image, grouped "
             "by thread: the model's forward pass (the thread that runs it plus torch's own "
@@ -632,6 +639,7 @@ _BURST_KEYS = (
     "predict_in_bot_ms",
     "store_in_bot_ms",
     "cpu_s",
+    "forward",
     "cpu_ms_per_image",
 )
 
@@ -665,6 +673,8 @@ async def _burst_round(
                 pass
 
     predict_mark, store_mark = len(tagging.stats.predict_s), len(tagging.stats.store_s)
+    predictor = tagging.deps.models.predictor
+    forward0 = dataclasses.replace(predictor.forward)
     cpu0 = (_own_cpu_s(), await standin.call("cpu_s"))
     threads0 = _thread_cpu()
     watcher = asyncio.create_task(watch_latency(), name="bench-client-latency")
@@ -685,6 +695,7 @@ async def _burst_round(
     burst_tag_s = [t - s for s, t in zip(seen["sent"], seen["tagged"], strict=True)]
     # The rate between the tenth and the ninetieth percentile tag: the burst without the
     # pipeline filling up (download, decode, first batch) and draining (the last commits).
+    forward = _forward_figures(forward0, predictor.forward, last_tag - first_sent)
     tags = sorted(seen["tagged"])
     low, high = len(tags) // 10, len(tags) - 1 - len(tags) // 10
     steady = (high - low) / (tags[high] - tags[low]) if tags[high] > tags[low] else None
@@ -718,6 +729,7 @@ async def _burst_round(
         # CPU seconds from just before the burst until its last image was stored.
         "cpu_s": {"bot": cpu1[0] - cpu0[0], "standin": cpu1[1] - cpu0[1]},
         # Where the CPU went, in ms per image, by thread (Linux only; {} elsewhere).
+        "forward": {"bot": forward},
         "cpu_ms_per_image": {
             "bot": burst_threads
             | {"stand-in process": round(1000 * (cpu1[1] - cpu0[1]) / images, 1)},
@@ -725,18 +737,35 @@ async def _burst_round(
     }
 
 
-async def _files_rate(predictor: Any, images: Sequence[bytes]) -> tuple[float, dict[str, float]]:
+async def _files_rate(
+    predictor: Any, images: Sequence[bytes]
+) -> tuple[float, dict[str, float], dict[str, float]]:
     """images/s of ``Predictor.predict_files`` (a worker thread of its own, so the gateway keeps
-    going), and its CPU ms per image by thread."""
+    going), its CPU ms per image by thread, and its forward passes (``_forward_figures``)."""
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(1, thread_name_prefix=_FORWARD_THREADS[0]) as pool:
         before = _thread_cpu()
+        forward0 = dataclasses.replace(predictor.forward)
         t0 = time.perf_counter()
         results = await loop.run_in_executor(pool, predictor.predict_files, list(images))
         elapsed = time.perf_counter() - t0
         cpu = _cpu_ms_per_image(before, _thread_cpu(), len(images))
+        forward = _forward_figures(forward0, predictor.forward, elapsed)
     assert all(isinstance(r, Result) for r in results), results
-    return len(images) / elapsed, cpu
+    return len(images) / elapsed, cpu, forward
+
+
+def _forward_figures(before: Any, after: Any, span_s: float) -> dict[str, float]:
+    """The model's forward passes between two ``Predictor.forward`` readings: wall ms an image,
+    images a batch, and the share of ``span_s`` they ran (1.0: the model never waited)."""
+    images = after.images - before.images
+    seconds = after.seconds - before.seconds
+    batches = after.batches - before.batches
+    return {
+        "ms_per_image": round(1000 * seconds / images, 1) if images else None,
+        "images_per_batch": round(images / batches, 1) if batches else None,
+        "busy": round(seconds / span_s, 3) if span_s > 0 else None,
+    }
 
 
 # Parts of thread names -> what their CPU time is spent on. Threads with no Python name are
@@ -894,6 +923,11 @@ def _print_table(r: dict[str, Any]) -> None:
         print(
             f"  between the 10th and 90th percentile tags: {b['steady_images_per_s']:.1f} "
             f"images/s ({b['steady_ratio']:.2f}x); first tag after {b['first_tag_s'] * 1000:.0f} ms"
+        )
+    for side, fwd in b["forward"].items():
+        print(
+            f"model forward, {side}: {fwd['ms_per_image']} ms an image (wall), "
+            f"{fwd['images_per_batch']} images a batch, running {fwd['busy']:.0%} of the time"
         )
     for side, groups in b["cpu_ms_per_image"].items():
         total = sum(groups.values())

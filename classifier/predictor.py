@@ -95,6 +95,18 @@ class _Loaded:
 
 
 @dataclass
+class ForwardStats:
+    """What the model's forward passes have done so far (``Predictor.forward``): batches run,
+    images in them, and seconds of wall time they took. Read it twice and subtract to see how
+    busy the model was over a span: ``seconds / span`` near 1 means the forward pass ran all
+    along, so the rate was set by how fast each pass ran, not by waiting for inputs."""
+
+    batches: int = 0
+    images: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
 class _Request:
     bundle: _Loaded
     decoded: asyncio.Future  # -> Tensor | ImageLoadError
@@ -142,6 +154,7 @@ class Predictor:
             weakref.WeakKeyDictionary()
         )
         self._closed = False
+        self.forward = ForwardStats()
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -283,6 +296,7 @@ class Predictor:
     def _run(self, bundle: _Loaded, tensors: list[torch.Tensor]) -> list[Result]:
         x = torch.stack(tensors)
         with self._compute_lock, torch.inference_mode():
+            started = time.perf_counter()
             x = x.to(bundle.device, non_blocking=True)
             if bundle.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -290,6 +304,10 @@ class Predictor:
             ckpt = bundle.checkpoint
             sender_probs = torch.softmax(sender_logits.float() / ckpt.temperature, dim=1)
             label_logits = label_logits.float().cpu().numpy()
+            stats = self.forward
+            stats.seconds += time.perf_counter() - started
+            stats.batches += 1
+            stats.images += len(tensors)
         emitted = np.zeros(label_logits.shape[1], dtype=bool)
         emitted[bundle.emitted_idx] = True
         label_probs = label_probabilities(label_logits, ckpt.label_mode, emitted)

@@ -71,6 +71,12 @@ def test_quick_run_writes_the_keys_with_positive_numbers(tmp_path):
     )
     assert burst["heartbeat_ms_max"] == max(one["heartbeat_ms_max"] for one in burst["rounds"])
     assert set(burst["cpu_ms_per_image"]) == {"bot", "predict_files"}
+    # Every image went through a forward pass, in the bot and in predict_files.
+    assert set(burst["forward"]) == {"bot", "predict_files"}
+    for side in ("bot", "predict_files"):
+        forward = burst["forward"][side]
+        assert _positive(forward["ms_per_image"]) and 0 < forward["busy"] <= 1, side
+        assert 1 <= forward["images_per_batch"] <= 16, side
     assert set(result["passed"]) == {
         "tag_latency_p95",
         "tag_p95_vs_bare_predict_p95",

@@ -140,6 +140,20 @@ async def test_on_cpu_concurrent_requests_go_in_batches_of_the_models_chunk(ckpt
     assert max(sizes) == _CPU_CHUNK == 4
 
 
+async def test_forward_counts_every_batch_its_images_and_its_time(ckpt, cfg, images):
+    predictor = Predictor(ckpt, cfg, max_batch=4, max_wait_ms=20)
+    sizes = _batch_sizes(predictor)
+    try:
+        predictor.predict_files(images)
+        sources = [path.read_bytes() for path in images] * 2
+        await asyncio.gather(*(predictor.predict(s) for s in sources))
+    finally:
+        await predictor.aclose()
+    forward = predictor.forward
+    assert forward.batches == len(sizes) and forward.images == sum(sizes) == 3 * len(images)
+    assert forward.seconds > 0
+
+
 async def test_swap_while_requests_in_flight(ckpt, cfg, images):
     other = make_checkpoint(cfg, finetuned=True, seed=7, version="v-new")
     predictor = Predictor(ckpt, cfg, max_batch=2, max_wait_ms=1)

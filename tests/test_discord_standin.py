@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 import discord
 import pytest
 from discord import app_commands
@@ -543,3 +545,56 @@ async def test_world_changes_and_member_actions_reach_the_client(standin, start_
     )
     await standin.post_message(standin.channel, member_a, "still listening")
     assert (await heard).author.id == member_a.id
+
+
+async def test_api_answers_carry_rate_limit_headers_and_an_empty_bucket_answers_429(standin):
+    # Discord's headers on every API answer; a bucket per route and channel; a request that
+    # comes while its bucket is empty gets the 429 discord.py retries (Via + retry_after).
+    standin.rate_limits.set("POST", "/channels/*/typing", limit=2, per_s=0.6)
+    other = await standin.add_text_channel("other")
+    auth = {"Authorization": f"Bot {standin.token}"}
+
+    async def typing(http: aiohttp.ClientSession, channel_id: int):
+        url = f"{standin.base_url}/api/v10/channels/{channel_id}/typing"
+        async with http.post(url, headers=auth) as response:
+            body = await response.json() if response.status == 429 else None
+            return response.status, response.headers, body, time.time()
+
+    async with aiohttp.ClientSession() as http:
+        answers = [await typing(http, standin.channel.id) for _ in range(3)]
+        elsewhere = await typing(http, other.id)
+        async with http.get(f"{standin.base_url}/api/v10/users/@me", headers=auth) as me:
+            assert me.status == 200 and me.headers["X-RateLimit-Limit"] == "50"
+        await asyncio.sleep(float(answers[2][1]["X-RateLimit-Reset-After"]) + 0.05)
+        after_reset = await typing(http, standin.channel.id)
+
+    assert [status for status, *_ in answers] == [204, 204, 429]
+    first, second, third = (headers for _, headers, *_ in answers)
+    assert (first["X-RateLimit-Limit"], first["X-RateLimit-Remaining"]) == ("2", "1")
+    assert second["X-RateLimit-Remaining"] == third["X-RateLimit-Remaining"] == "0"
+    assert first["X-RateLimit-Bucket"] == third["X-RateLimit-Bucket"]
+    assert 0 < float(third["X-RateLimit-Reset-After"]) <= 0.6
+    reset_in = float(third["X-RateLimit-Reset"]) - answers[2][3]  # epoch seconds
+    assert abs(reset_in - float(third["X-RateLimit-Reset-After"])) < 0.1
+    assert third["Via"] and answers[2][2]["retry_after"] > 0 and not answers[2][2]["global"]
+    assert "Via" not in first
+    assert elsewhere[0] == 204 and elsewhere[1]["X-RateLimit-Remaining"] == "1"
+    assert after_reset[0] == 204 and after_reset[1]["X-RateLimit-Remaining"] == "1"
+    assert standin.rate_limits.refused == 1
+
+
+async def test_the_client_waits_for_a_bucket_to_reset_instead_of_hitting_429(standin, bot):
+    # discord.py reads the headers: with one reaction a quarter second (Discord's own pace for
+    # reactions), five reactions go out a window apart and none is refused.
+    standin.rate_limits.set("PUT", "/channels/*/messages/*/reactions/*/@me", limit=1, per_s=0.25)
+    channel = bot.get_channel(standin.channel.id)
+    sent = await channel.send("react to me")
+    started = time.monotonic()
+    for emoji in ("1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣"):
+        await sent.add_reaction(emoji)
+    took = time.monotonic() - started
+    puts = standin.requests_to("PUT", "/channels/*/messages/*/reactions/*/@me")
+    assert [r.status for r in puts] == [204] * 5
+    assert standin.rate_limits.refused == 0
+    gaps = [b.at - a.at for a, b in zip(puts, puts[1:], strict=False)]
+    assert min(gaps) >= 0.2 and took >= 1.0, gaps

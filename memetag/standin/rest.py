@@ -48,6 +48,7 @@ from memetag.standin.model import (
     ReactionEmoji,
     channel_permissions,
 )
+from memetag.standin.ratelimits import MAJOR_PARAMETERS, Verdict
 
 if TYPE_CHECKING:
     from memetag.standin.server import StandinDiscord
@@ -115,6 +116,7 @@ class RecordedRequest:
 
 
 _RECORD = web.RequestKey("standin_record", RecordedRequest)
+_VERDICT = web.RequestKey("standin_rate_limit", Verdict)
 
 
 @dataclass
@@ -259,6 +261,9 @@ class RestApi:
             response = ApiError(400, 0, f"stand-in error: {exc!r}").response()
         finally:
             IN_REST.reset(in_rest)
+        verdict = request.get(_VERDICT)
+        if verdict is not None and not response.prepared:
+            response.headers.update(verdict.headers)
         record.status = response.status
         self.d.notify()
         return response
@@ -275,6 +280,23 @@ class RestApi:
             exempt = relative.startswith(("/interactions/", "/webhooks/"))
             if not exempt and request.headers.get("Authorization") != f"Bot {self.d.token}":
                 raise ApiError(401, 0, "401: Unauthorized")
+            route = request.match_info.route.resource
+            template = route.canonical if route is not None else ""
+            if template.startswith(API + "/"):
+                info = request.match_info
+                major = next((info[k] for k in MAJOR_PARAMETERS if k in info), "")
+                verdict = self.d.rate_limits.take(request.method, template, major, relative)
+                request[_VERDICT] = verdict
+                if verdict.retry_after is not None:
+                    return json_response(
+                        {
+                            "message": "You are being rate limited.",
+                            "retry_after": round(verdict.retry_after, 3),
+                            "global": False,
+                            "code": 0,
+                        },
+                        429,
+                    )
         return await handler(request)
 
     async def body(self, request: web.Request) -> tuple[Any, list[tuple[str, bytes]]]:

@@ -63,6 +63,7 @@ from memetag.standin.model import (
     iso,
     iter_components,
 )
+from memetag.standin.ratelimits import RateLimits
 from memetag.standin.rest import IN_REST, FailureRule, RecordedRequest, RestApi, form_error
 
 T = TypeVar("T")
@@ -167,6 +168,8 @@ class StandinDiscord:
         self.cdn_hits: Counter[int | str] = Counter()
         self.failures: list[BaseException] = []
         self.failure_rules: list[FailureRule] = []
+        # Discord's per-route buckets: X-RateLimit-* headers on every API answer, 429 when empty
+        self.rate_limits = RateLimits()
         self.dispatched: list[tuple[str, dict[str, Any]]] = []
         self._changed = asyncio.Event()
         self.client_listening = False  # set by running_bot: the client acknowledges syncs

@@ -416,6 +416,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "bot": {
             "queue_size": bot_cfg.queue_size,
             "workers": bot_cfg.workers,
+            "channel_workers": bot_cfg.channel_workers,
             "max_reactions": bot_cfg.max_reactions,
         },
         "predictor": {

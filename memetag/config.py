@@ -83,6 +83,8 @@ class BotConfig:
     ignore_self: bool = True
     queue_size: int = 200
     workers: int = 16
+    # Most workers one channel's messages may hold at once (the others stay for other channels).
+    channel_workers: int = 12
     max_images_per_message: int = 10
     drain_timeout_s: float = 10.0
     model_poll_s: float = 30.0
@@ -264,6 +266,7 @@ def _validate_ranges(origin: str, cfg: AppConfig) -> None:
         (0 <= cfg.bot.max_reactions <= 20, "[bot] max_reactions must be between 0 and 20"),
         (cfg.bot.queue_size >= 1, "[bot] queue_size must be at least 1"),
         (cfg.bot.workers >= 1, "[bot] workers must be at least 1"),
+        (cfg.bot.channel_workers >= 1, "[bot] channel_workers must be at least 1"),
         (
             cfg.bot.max_images_per_message >= 1,
             "[bot] max_images_per_message must be at least 1",

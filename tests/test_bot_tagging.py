@@ -729,3 +729,28 @@ async def test_a_rewritten_model_file_is_swapped_in(standin, tmp_path, caplog):
         await world.until(lambda: len(loads()) == 2)
         after = await predicted(world, data)
         assert after.labels != before.labels
+
+
+async def test_a_channel_that_discord_slows_down_does_not_hold_up_the_others(standin, tmp_path):
+    # Discord paces each channel's reactions on its own; here one every 0.1 s. A burst in one
+    # channel waits on that pace in its workers, but not in all of them: the other channel's
+    # image gets a free worker and its tag at once.
+    other = await standin.add_text_channel("other")
+    channels = {str(standin.channel.id): "react", str(other.id): "react"}
+    async with bot_world(standin, tmp_path / "data", channels=channels, max_reactions=1) as world:
+        standin.rate_limits.set("PUT", "/channels/*/messages/*/reactions/*/@me", limit=1, per_s=0.1)
+        author = world.members[0]
+        burst = [
+            await standin.post_message(
+                standin.channel, author, attachments=[(f"{i}.jpg", jpeg(300 + i))]
+            )
+            for i in range(30)
+        ]
+        elsewhere = await standin.post_message(other, author, attachments=[("b.jpg", jpeg(299))])
+        await world.settle()
+        puts = standin.requests_to("PUT", "/channels/*/messages/*/reactions/*/@me")
+        tagged = [r.path.split("/")[4] for r in puts if r.status == 204]
+        assert sorted(tagged) == sorted(str(m.id) for m in [*burst, elsewhere])
+        # Before: the 16 workers all waited on the first channel's pace, and the other image
+        # came after about 15 of its tags.
+        assert tagged.index(str(elsewhere.id)) < 8, tagged.index(str(elsewhere.id))

@@ -193,7 +193,12 @@ class Tagging(commands.Cog):
         self.deps = deps
         cfg = deps.cfg.bot
         self.settings = cfg
-        self.queue = WorkQueue(maxsize=cfg.queue_size, workers=cfg.workers, name="memetag-tag")
+        self.queue = WorkQueue(
+            maxsize=cfg.queue_size,
+            workers=cfg.workers,
+            per_key=cfg.channel_workers,
+            name="memetag-tag",
+        )
         self.commits: Batcher[tuple[NewPost, ImageInfo, bytes], StoredPost] = Batcher(
             self._commit,
             max_items=_COMMIT_AT_MOST,
@@ -323,7 +328,9 @@ class Tagging(commands.Cog):
         for ref in refs:
             self._taken.add((message.id, ref.position))
         queued = self.queue.offer(
-            f"message {message.id}", lambda: self._process(message, refs, mode)
+            f"message {message.id}",
+            lambda: self._process(message, refs, mode),
+            key=message.channel.id,  # fair between channels (bot.queue)
         )
         if not queued:
             for ref in refs:  # a later edit or replay may try again

@@ -830,7 +830,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--posts", type=int, help="single posts at rest (default 200; quick 5)")
     parser.add_argument("--burst", type=int, help="images posted at once (default 100; quick 8)")
     parser.add_argument(
-        "--rounds", type=int, help="bursts, each between predict_files runs (default 3; quick 1)"
+        "--rounds", type=int, help="bursts, each between predict_files runs (default 5; quick 1)"
     )
     parser.add_argument("--mode", choices=("react", "reply"), default="react")
     parser.add_argument(
@@ -862,7 +862,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.posts = args.posts if args.posts is not None else (5 if quick else 200)
     args.burst = args.burst if args.burst is not None else (8 if quick else 100)
     args.warmup = args.warmup if args.warmup is not None else (1 if quick else 5)
-    args.rounds = args.rounds if args.rounds is not None else (1 if quick else 3)
+    args.rounds = args.rounds if args.rounds is not None else (1 if quick else 5)
     out = args.out or (QUICK_RESULTS if quick else RESULTS)
     if args.posts < 1 or args.burst < 1 or args.rounds < 1 or args.warmup < 0:
         parser.error("--posts, --burst and --rounds must be at least 1")

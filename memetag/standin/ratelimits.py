@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import math
 import time
 from dataclasses import dataclass
 
@@ -52,7 +51,7 @@ class _Window:
 class Verdict:
     """One request counted in its bucket: the headers to answer with, and whether it is over."""
 
-    headers: dict[str, str]
+    headers: dict[str, str]  # the X-RateLimit-* set; a 429 adds its own (rest.rate_limited)
     retry_after: float | None  # seconds until the bucket resets, when the request is over
 
 
@@ -98,8 +97,4 @@ class RateLimits:
             "X-RateLimit-Reset-After": f"{reset_after:.3f}",
             "X-RateLimit-Bucket": hashlib.sha1(f"{method} {route}".encode()).hexdigest()[:16],
         }
-        if over:
-            headers["X-RateLimit-Scope"] = "user"
-            headers["Retry-After"] = str(max(1, math.ceil(reset_after)))
-            headers["Via"] = "1.1 google"  # discord.py retries only a 429 that has it
         return Verdict(headers, reset_after if over else None)

@@ -138,19 +138,29 @@ class FailureRule:
 
     def response(self) -> web.Response:
         if self.status == 429:
-            body = {
-                "message": self.message or "You are being rate limited.",
-                "retry_after": self.retry_after,
-                "global": self.is_global,
-                "code": self.code,
-            }
-            headers = {
-                "Via": "1.1 google",
-                "Retry-After": str(max(1, round(self.retry_after))),
-                "X-RateLimit-Scope": "global" if self.is_global else "user",
-            }
-            return json_response(body, 429, headers)
+            return rate_limited(
+                self.retry_after, is_global=self.is_global, code=self.code, message=self.message
+            )
         return ApiError(self.status, self.code, self.message or f"{self.status} forced").response()
+
+
+def rate_limited(
+    retry_after: float, *, is_global: bool = False, code: int = 0, message: str = ""
+) -> web.Response:
+    """Discord's 429: the JSON body with ``retry_after`` (seconds) and the ``Via`` header, without
+    which discord.py takes it for a Cloudflare ban and does not retry."""
+    body = {
+        "message": message or "You are being rate limited.",
+        "retry_after": retry_after,
+        "global": is_global,
+        "code": code,
+    }
+    headers = {
+        "Via": "1.1 google",
+        "Retry-After": str(max(1, round(retry_after))),
+        "X-RateLimit-Scope": "global" if is_global else "user",
+    }
+    return json_response(body, 429, headers)
 
 
 async def read_body(request: web.Request) -> tuple[Any, list[tuple[str, bytes]]]:
@@ -288,15 +298,7 @@ class RestApi:
                 verdict = self.d.rate_limits.take(request.method, template, major, relative)
                 request[_VERDICT] = verdict
                 if verdict.retry_after is not None:
-                    return json_response(
-                        {
-                            "message": "You are being rate limited.",
-                            "retry_after": round(verdict.retry_after, 3),
-                            "global": False,
-                            "code": 0,
-                        },
-                        429,
-                    )
+                    return rate_limited(round(verdict.retry_after, 3))
         return await handler(request)
 
     async def body(self, request: web.Request) -> tuple[Any, list[tuple[str, bytes]]]:

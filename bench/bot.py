@@ -694,9 +694,9 @@ async def _burst_round(
     first_sent = min(seen["sent"])
     last_tag = max(seen["tagged"])
     burst_tag_s = [t - s for s, t in zip(seen["sent"], seen["tagged"], strict=True)]
+    forward = _forward_figures(forward0, predictor.forward, last_tag - first_sent)
     # The rate between the tenth and the ninetieth percentile tag: the burst without the
     # pipeline filling up (download, decode, first batch) and draining (the last commits).
-    forward = _forward_figures(forward0, predictor.forward, last_tag - first_sent)
     tags = sorted(seen["tagged"])
     low, high = len(tags) // 10, len(tags) - 1 - len(tags) // 10
     steady = (high - low) / (tags[high] - tags[low]) if tags[high] > tags[low] else None
@@ -729,8 +729,9 @@ async def _burst_round(
         "store_in_bot_ms": _ms(burst_store_s) if burst_store_s else None,
         # CPU seconds from just before the burst until its last image was stored.
         "cpu_s": {"bot": cpu1[0] - cpu0[0], "standin": cpu1[1] - cpu0[1]},
-        # Where the CPU went, in ms per image, by thread (Linux only; {} elsewhere).
+        # The model's forward passes over the burst (wall time, batches, share of the burst).
         "forward": {"bot": forward},
+        # Where the CPU went, in ms per image, by thread (Linux only; {} elsewhere).
         "cpu_ms_per_image": {
             "bot": burst_threads
             | {"stand-in process": round(1000 * (cpu1[1] - cpu0[1]) / images, 1)},

@@ -9,9 +9,10 @@ with ``retry_after``), which discord.py retries.
 A bucket is one route (method and path template) and its major parameter (the channel, guild,
 webhook or interaction in the path): two channels never share one. Every route has
 ``DEFAULT_LIMIT`` requests a ``DEFAULT_PER_S`` window unless a test sets its own with
-:meth:`RateLimits.set`; the default is generous so that a test's pace is the bot's, and a test
-that wants Discord's own limits (a message a second in a channel, a reaction a quarter second)
-sets them.
+:meth:`RateLimits.set`; the default is generous enough that a test's pace is the bot's, and a
+test that wants Discord's own limits (a message a second in a channel, a reaction a quarter
+second) sets them. It is not wide enough for a benchmark on fast cores (a burst of 100 images
+there tags ~80 a second): ``bench/bot.py`` opens every bucket wider.
 """
 
 from __future__ import annotations

@@ -231,8 +231,7 @@ class StandinSide:
         self.watch = TagWatch(standin, mode)
 
     async def setup(self) -> None:
-        for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
-            self.standin.rate_limits.set(method, "*", limit=BUCKET_PER_S, per_s=1.0)
+        self.standin.rate_limits.set("*", "*", limit=BUCKET_PER_S, per_s=1.0)
         self.members = [await self.standin.add_member(name) for name in self.names]
 
     def describe(self) -> dict[str, Any]:

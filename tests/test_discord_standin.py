@@ -583,6 +583,19 @@ async def test_api_answers_carry_rate_limit_headers_and_an_empty_bucket_answers_
     assert standin.rate_limits.refused == 1
 
 
+def test_a_bucket_rule_may_match_every_method():
+    from memetag.standin.ratelimits import RateLimits
+
+    limits = RateLimits()
+    limits.set("*", "*", limit=3, per_s=1.0)
+    limits.set("PUT", "/channels/*/messages/*/reactions/*/@me", limit=1, per_s=1.0)
+    for method in ("GET", "POST", "DELETE"):
+        verdict = limits.take(method, "/api/v10/users/@me", "", "/users/@me")
+        assert verdict.headers["X-RateLimit-Limit"] == "3", method
+    put = "/channels/1/messages/2/reactions/x/@me"
+    assert limits.take("PUT", "/api/v10/r", "1", put).headers["X-RateLimit-Limit"] == "1"
+
+
 async def test_the_client_waits_for_a_bucket_to_reset_instead_of_hitting_429(standin, bot):
     # discord.py reads the headers: with one reaction a quarter second (Discord's own pace for
     # reactions), five reactions go out a window apart and none is refused.

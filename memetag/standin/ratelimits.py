@@ -33,13 +33,13 @@ MAJOR_PARAMETERS = ("channel_id", "guild_id", "interaction_id", "token")
 class BucketRule:
     """``limit`` requests per ``per_s`` seconds for the requests matching it."""
 
-    method: str
+    method: str  # "PUT", or shell wildcards: "*" for every method
     pattern: str  # relative to /api/v10, shell wildcards: "/channels/*/messages/*/reactions/*"
     limit: int
     per_s: float
 
     def matches(self, method: str, path: str) -> bool:
-        return method == self.method and fnmatch.fnmatchcase(path, self.pattern)
+        return fnmatch.fnmatchcase(method, self.method) and fnmatch.fnmatchcase(path, self.pattern)
 
 
 @dataclass
@@ -66,7 +66,7 @@ class RateLimits:
 
     def set(self, method: str, pattern: str, *, limit: int, per_s: float) -> BucketRule:
         """From now on, ``limit`` requests per ``per_s`` seconds for ``method`` + ``pattern``
-        (the last rule set for a request wins)."""
+        (both may be shell wildcards; the last rule set for a request wins)."""
         if limit < 1 or per_s <= 0:
             raise ValueError("a bucket needs a limit of at least 1 and a positive window")
         rule = BucketRule(method.upper(), pattern, limit, per_s)

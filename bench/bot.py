@@ -534,7 +534,7 @@ async def _measure(
         steady = one["steady_images_per_s"]
         one["steady_ratio"] = steady / one["predict_files_images_per_s"] if steady else None
         one["cpu_ms_per_image"]["predict_files"] = _mean_breakdown([before_cpu, after_cpu])
-        one["forward"]["predict_files"] = _mean_breakdown([before_fwd, after_fwd])
+        one["forward"]["predict_files"] = _mean_forward([before_fwd, after_fwd])
         (start, stolen_start), (end, stolen_end) = marks[2 * r], marks[2 * r + 3]
         one["steal_cores"] = round((stolen_end - stolen_start) / (end - start), 3)
         one["counted"] = one["steal_cores"] <= args.max_steal
@@ -779,10 +779,30 @@ def _forward_figures(before: Any, after: Any, span_s: float) -> dict[str, float]
     images = after.images - before.images
     seconds = after.seconds - before.seconds
     batches = after.batches - before.batches
+    figures = {
+        "ms_per_image": 1000 * seconds / images if images else None,
+        "images_per_batch": images / batches if batches else None,
+        "busy": seconds / span_s if span_s > 0 else None,
+    }
+    return {key: _round_forward(key, value) for key, value in figures.items()}
+
+
+# Decimal places of the forward figures: busy is a share (0.953), the others milliseconds and
+# images, so a mean of two runs keeps each figure's own precision.
+_FORWARD_DIGITS = {"ms_per_image": 1, "images_per_batch": 1, "busy": 3}
+
+
+def _round_forward(key: str, value: float | None) -> float | None:
+    return None if value is None else round(value, _FORWARD_DIGITS[key])
+
+
+def _mean_forward(runs: Sequence[dict[str, float | None]]) -> dict[str, float | None]:
+    """The mean of ``_forward_figures`` readings, key by key (None if a run had none)."""
     return {
-        "ms_per_image": round(1000 * seconds / images, 1) if images else None,
-        "images_per_batch": round(images / batches, 1) if batches else None,
-        "busy": round(seconds / span_s, 3) if span_s > 0 else None,
+        key: None
+        if any(run[key] is None for run in runs)
+        else _round_forward(key, statistics.mean(run[key] for run in runs))
+        for key in _FORWARD_DIGITS
     }
 
 

@@ -103,3 +103,18 @@ def test_rounds_over_the_steal_limit_are_left_out_of_the_median():
     assert [one["round"] for one in counted] == [0, 2] and not noisy
     counted, noisy = bench.counted_rounds([{**one, "counted": False} for one in rounds])
     assert [one["round"] for one in counted] == [0, 1, 2] and noisy
+
+
+def test_the_mean_of_two_predict_files_runs_keeps_each_forward_figures_precision():
+    # busy is a share: two runs 95.3 % and 96.1 % busy are 95.7 % busy, not "1.0".
+    bench = _load_bench()
+    runs = [
+        {"ms_per_image": 12.8, "images_per_batch": 12.5, "busy": 0.953},
+        {"ms_per_image": 13.2, "images_per_batch": 11.9, "busy": 0.961},
+    ]
+    assert bench._mean_forward(runs) == {
+        "ms_per_image": 13.0,
+        "images_per_batch": 12.2,
+        "busy": 0.957,
+    }
+    assert bench._mean_forward([runs[0], {**runs[1], "busy": None}])["busy"] is None
